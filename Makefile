@@ -1,0 +1,46 @@
+# The two commands of the README (`make run`, `make test`) set themselves up: they create .venv
+# when missing and install the project into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PORT   ?= 5000
+BIN    := $(abspath $(VENV))/bin
+
+export PATH := $(BIN):$(PATH)
+export PYSPARK_PYTHON := $(BIN)/python
+export SPARK_LOCAL_IP := 127.0.0.1
+export PREFECT_HOME := $(abspath .prefect)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install run test test-fast ui lint clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install the project
+
+run: install ## run the whole pipeline on the embedded data (dvc repro), then print the results
+	dvc repro
+	python -m pipeline.report
+
+test: install ## the whole test suite, slow end-to-end cases included
+	python -m pytest
+
+test-fast: install ## the tests that start no Spark, Prefect or DVC pipeline
+	python -m pytest -m 'not slow'
+
+ui: install ## the MLflow UI over the project's store, on 127.0.0.1:$(PORT)
+	python -m pipeline.ui --port $(PORT)
+
+lint: install
+	python -m ruff check pipeline flows tests benchmarks
+
+clean: ## remove pipeline outputs and local stores (keeps .venv)
+	rm -rf data/raw data/prepared models metrics mlflow.db mlruns .prefect

@@ -1,0 +1,40 @@
+"""The command line of a stage: parse paths, run the flow, turn known errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.config import load_params
+from pipeline.errors import (
+    DatasetError,
+    JavaNotFoundError,
+    ParamsError,
+    PortInUseError,
+    TrainingError,
+)
+
+USER_ERRORS = (ParamsError, JavaNotFoundError, PortInUseError, DatasetError, TrainingError)
+
+
+def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str],
+              argv: list[str] | None = None) -> Any:
+    """Parse ``--<name> PATH`` for each entry of ``paths`` (defaults as given) and run ``flow``.
+
+    A known user error (bad params, missing Java, missing data, failed training) is printed as one
+    ``error:`` line on stderr and the process exits with status 1.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    for name, default in paths.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
+                            help=f"(default: {default})")
+    args = vars(parser.parse_args(argv))
+    try:
+        if "params" in args:
+            load_params(args["params"])  # a typo stops here, before any flow run starts
+        return flow(**args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,23 @@
+"""Where each stage reads and writes, relative to the project root.
+
+``dvc.yaml`` names the same paths (a test keeps the two in step); the stage commands pass them on
+the command line, and the top-level Prefect flow uses these defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of the pipeline's inputs and outputs."""
+
+    params: str = "params.yaml"
+    raw: str = "data/raw"
+    prepared: str = "data/prepared"
+    models: str = "models"
+    metrics: str = "metrics/evaluation.json"
+
+
+LAYOUT = Layout()

@@ -1,0 +1,205 @@
+"""Typed view of ``params.yaml``.
+
+``load_params`` is the only place that reads the file. Entry points call it once and pass the
+typed sections down; library code never opens the YAML. Unknown keys are errors (with the nearest
+valid key suggested), because a typo that silently falls back to a default wastes a training run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import ParamsError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticSceneParams(_Section):
+    """The embedded synthetic two-modality scene (used when the user brings no rasters)."""
+
+    seed: int = 42
+    height: int = Field(192, ge=64, le=20000, description="rows of the scene, in pixels")
+    width: int = Field(192, ge=64, le=20000, description="columns of the scene, in pixels")
+    pixel_size_m: float = Field(10.0, gt=0, description="ground sampling distance")
+    epsg: int = Field(32633, description="EPSG code of the projected CRS (UTM by default)")
+    region_scale_px: float = Field(
+        10.0, gt=0, description="spatial scale of land-cover regions; larger means bigger fields"
+    )
+
+
+class IngestParams(_Section):
+    """Where the modalities come from."""
+
+    source: Literal["synthetic"] = "synthetic"
+    synthetic: SyntheticSceneParams = SyntheticSceneParams()
+
+
+class SplitFractions(_Section):
+    """Fractions of spatial blocks assigned to each split."""
+
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must equal 1, got {total:g}")
+        return self
+
+
+class PrepareParams(_Section):
+    """How patches are cut from the scene and split."""
+
+    patch_size: int = Field(9, ge=3, le=255, description="side of a square patch, odd")
+    stride: int = Field(3, ge=1, description="distance between patch centres, in pixels")
+    block_size: int = Field(32, ge=8, description="side of the spatial blocks of the split")
+    split: SplitFractions = SplitFractions()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _odd_patch(self) -> PrepareParams:
+        if self.patch_size % 2 == 0:
+            raise ValueError(
+                f"patch_size must be odd so the labelled pixel is the centre, got {self.patch_size}"
+            )
+        if self.block_size < self.patch_size:
+            raise ValueError(
+                f"block_size ({self.block_size}) must be at least patch_size ({self.patch_size})"
+            )
+        return self
+
+
+class ModelParams(_Section):
+    """Size of the multimodal CNN."""
+
+    branch_width: int = Field(16, ge=1, le=1024, description="channels of each modality branch")
+    branch_depth: int = Field(2, ge=1, le=16, description="conv blocks per modality branch")
+    fusion_width: int = Field(64, ge=1, le=8192, description="width of the fused hidden layer")
+
+
+class TrainParams(_Section):
+    """Optimisation and parallelisation."""
+
+    scheme: Literal["data_parallel"] = "data_parallel"
+    workers: int = Field(2, ge=1, le=1024, description="Spark barrier tasks, one process each")
+    batch_size: int = Field(64, ge=1, description="global batch size, split across workers")
+    epochs: int = Field(8, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    seed: int = 0
+    timeout_s: int = Field(1800, ge=10, description="training is aborted after this long")
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainParams:
+        if self.batch_size % self.workers != 0:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of workers ({self.workers}) "
+                "so every worker gets an equal share of each global batch"
+            )
+        return self
+
+
+class SparkParams(_Section):
+    """The Spark application training runs in. Moving to a cluster means changing ``master``."""
+
+    master: str = "local[2]"
+    app_name: str = "landcover-mlops"
+    conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
+
+
+class TrackingParams(_Section):
+    """Where MLflow records runs."""
+
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "landcover-synthetic"
+
+
+class Params(_Section):
+    """Every parameter of the pipeline, grouped by stage as in ``params.yaml``."""
+
+    ingest: IngestParams = IngestParams()
+    prepare: PrepareParams = PrepareParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    spark: SparkParams = SparkParams()
+    tracking: TrackingParams = TrackingParams()
+
+    def flat(self) -> dict[str, Any]:
+        """All parameters as ``{"train.batch_size": 64, ...}``, for MLflow."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), inner)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump())
+        return out
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``.
+
+    Raises:
+        ParamsError: the file is missing or not YAML, a key is unknown, or a value is invalid.
+            The message names the file, the field and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(
+            path, "<file>", "the parameters file does not exist",
+            "run from the project root or pass --params with the path to params.yaml",
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(path, "<file>", f"not valid YAML ({exc})", "fix the YAML syntax") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(path, "<file>", "the top level must be a mapping of sections",
+                          f"use sections {sorted(Params.model_fields)}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise _params_error(path, exc) from None
+
+
+def _params_error(path: Path, exc: ValidationError) -> ParamsError:
+    """Turn pydantic's first error into one message that names the field and the fix."""
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    field = ".".join(loc) or "<file>"
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return ParamsError(path, field, "unknown key",
+                           f"{hint}valid keys here are {sorted(valid)}")
+    value = err.get("input")
+    fix = "change the value"
+    ctx = err.get("ctx") or {}
+    if "expected" in ctx:
+        fix = f"use one of {ctx['expected']}"
+    return ParamsError(path, field, f"{err['msg']} (got {value!r})", fix)
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    model: Any = Params
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+        if not issubclass(model, BaseModel):
+            return []
+    return list(model.model_fields)

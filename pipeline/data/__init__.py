@@ -1,0 +1,1 @@
+"""Scene ingestion, patch preparation and the in-memory patch dataset."""

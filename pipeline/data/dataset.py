@@ -1,0 +1,81 @@
+"""The prepared patches, loaded and normalised as tensors.
+
+The prepared data of one scene fits in memory many times over on the default settings, so a split
+is held as tensors and batches are index lookups: no DataLoader workers, no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.data.prepare import MANIFEST_FILE, SPLITS
+from pipeline.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class PatchSplit:
+    """One split: normalised inputs per modality ``(N, C, h, w)`` and class indices ``(N,)``."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, index: torch.Tensor | np.ndarray) -> tuple[dict[str, torch.Tensor],
+                                                               torch.Tensor]:
+        """The inputs and labels at ``index``."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return {name: x[index] for name, x in self.inputs.items()}, self.labels[index]
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset folder: ``manifest.json`` plus one ``.npz`` per split."""
+
+    root: Path
+
+    @classmethod
+    def open(cls, root: Path | str) -> PreparedDataset:
+        """Open ``root``, checking that the manifest and every split exist."""
+        root = Path(root)
+        for name in (MANIFEST_FILE, *(f"{s}.npz" for s in SPLITS)):
+            if not (root / name).is_file():
+                raise DatasetError(root / name, "prepared dataset file missing",
+                                   "run the prepare stage (`dvc repro prepare`)")
+        return cls(root)
+
+    @cached_property
+    def manifest(self) -> dict:
+        """The manifest written by the prepare stage."""
+        return json.loads((self.root / MANIFEST_FILE).read_text())
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, in class-index order."""
+        return list(self.manifest["classes"])
+
+    @property
+    def channels(self) -> dict[str, int]:
+        """Number of bands per modality, in the manifest's modality order."""
+        return {name: len(m["bands"]) for name, m in self.manifest["modalities"].items()}
+
+    def split(self, name: str) -> PatchSplit:
+        """Load split ``name`` (train/val/test), normalised with the training statistics."""
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        with np.load(self.root / f"{name}.npz") as arrays:
+            inputs = {}
+            for modality in self.channels:
+                stats = self.manifest["normalisation"][modality]
+                mean = np.asarray(stats["mean"], dtype=np.float32)[None, :, None, None]
+                std = np.asarray(stats["std"], dtype=np.float32)[None, :, None, None]
+                inputs[modality] = torch.from_numpy((arrays[modality] - mean) / std)
+            labels = torch.from_numpy(arrays["label"].astype(np.int64))
+        return PatchSplit(inputs=inputs, labels=labels)

@@ -1,0 +1,59 @@
+"""The SparkSession, built from ``params.yaml``'s ``spark`` section.
+
+Nothing here assumes a local master: ``spark.master`` decides. For local masters the driver binds
+to 127.0.0.1, so nothing listens on the machine's outer interfaces.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipeline.config import SparkParams
+from pipeline.runtime import require_java
+
+
+def spark_conf(params: SparkParams) -> dict[str, str]:
+    """The Spark settings for ``params``: safe defaults, then the user's ``spark.conf``."""
+    conf = {
+        "spark.python.worker.reuse": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.executorEnv.PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
+    }
+    if params.master.startswith("local"):
+        conf |= {
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.enabled": "false",
+        }
+    return conf | dict(params.conf)
+
+
+@contextmanager
+def spark_session(params: SparkParams) -> Iterator[object]:
+    """Start a SparkSession for ``params`` and stop it on exit.
+
+    If a session is already active in this process (a notebook, a test suite), it is reused and
+    left running: only a session started here is stopped here.
+
+    Raises:
+        JavaNotFoundError: no Java runtime is installed.
+    """
+    require_java()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    builder = SparkSession.builder.master(params.master).appName(params.app_name)
+    for key, value in spark_conf(params).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
