@@ -19,7 +19,7 @@ from pipeline.errors import (
 USER_ERRORS = (ParamsError, JavaNotFoundError, PortInUseError, DatasetError, TrainingError)
 
 
-def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str],
+def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str | None],
               argv: list[str] | None = None) -> Any:
     """Parse ``--<name> PATH`` for each entry of ``paths`` (defaults as given) and run ``flow``.
 
@@ -32,8 +32,8 @@ def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str],
                             help=f"(default: {default})")
     args = vars(parser.parse_args(argv))
     try:
-        if "params" in args:
-            load_params(args["params"])  # a typo stops here, before any flow run starts
+        if "params" in args:  # a typo stops here, before any flow run starts
+            load_params(args["params"]).for_scheme(args.get("scheme"))
         return flow(**args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -21,8 +21,9 @@ def compute_metrics(model: str, data: str) -> dict[str, float]:
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.models,
-                  data: str = LAYOUT.prepared, metrics: str = LAYOUT.metrics) -> dict[str, float]:
+def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("data_parallel"),
+                  data: str = LAYOUT.prepared,
+                  metrics: str = LAYOUT.metrics_file("data_parallel")) -> dict[str, float]:
     """Evaluate, write ``metrics`` (JSON) and log the metrics to the model's MLflow run."""
     config = load_params(params)
     with resumed_run(read_run_reference(Path(model)), config.tracking):
@@ -35,8 +36,9 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.models,
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m flows.evaluate [--params P] [--model DIR] [--data DIR] [--metrics FILE]``."""
-    run_stage(evaluate_flow, __doc__, {"params": LAYOUT.params, "model": LAYOUT.models,
-                                       "data": LAYOUT.prepared, "metrics": LAYOUT.metrics}, argv)
+    run_stage(evaluate_flow, __doc__, {
+        "params": LAYOUT.params, "model": LAYOUT.model_dir("data_parallel"),
+        "data": LAYOUT.prepared, "metrics": LAYOUT.metrics_file("data_parallel")}, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,15 @@ class Layout:
     raw: str = "data/raw"
     prepared: str = "data/prepared"
     models: str = "models"
-    metrics: str = "metrics/evaluation.json"
+    metrics: str = "metrics"
+
+    def model_dir(self, scheme: str) -> str:
+        """Where the model trained under ``scheme`` goes."""
+        return f"{self.models}/{scheme}"
+
+    def metrics_file(self, scheme: str) -> str:
+        """The DVC metrics file of ``scheme``'s evaluation."""
+        return f"{self.metrics}/{scheme}.json"
 
 
 LAYOUT = Layout()

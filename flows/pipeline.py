@@ -31,8 +31,9 @@ def record_stage(stage: str) -> None:
 
 @flow(name="landcover-pipeline", log_prints=True)
 def pipeline_flow(params: str = LAYOUT.params, record_in_dvc: bool = True) -> dict:
-    """Ingest, prepare, train and evaluate; record each stage in DVC."""
-    load_params(params)  # fail fast on bad params, before any stage runs
+    """Ingest, prepare, then train and evaluate every scheme of ``train.compare``; record each
+    stage in DVC. Returns the MLflow run id and test metrics of each scheme."""
+    config = load_params(params)  # fail fast on bad params, before any stage runs
 
     def done(stage: str) -> None:
         if record_in_dvc:
@@ -42,12 +43,16 @@ def pipeline_flow(params: str = LAYOUT.params, record_in_dvc: bool = True) -> di
     done("ingest")
     prepare_flow(params=params, raw=LAYOUT.raw, out=LAYOUT.prepared)
     done("prepare")
-    trained = train_flow(params=params, data=LAYOUT.prepared, out=LAYOUT.models)
-    done("train")
-    metrics = evaluate_flow(params=params, model=LAYOUT.models, data=LAYOUT.prepared,
-                            metrics=LAYOUT.metrics)
-    done("evaluate")
-    return {"run_id": trained["run_id"], **metrics}
+    results = {}
+    for scheme in config.train.compare:
+        trained = train_flow(params=params, data=LAYOUT.prepared,
+                             out=LAYOUT.model_dir(scheme), scheme=scheme)
+        done(f"train@{scheme}")
+        metrics = evaluate_flow(params=params, model=LAYOUT.model_dir(scheme),
+                                data=LAYOUT.prepared, metrics=LAYOUT.metrics_file(scheme))
+        done(f"evaluate@{scheme}")
+        results[scheme] = {"run_id": trained["run_id"], **metrics}
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:

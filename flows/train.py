@@ -1,4 +1,4 @@
-"""Train stage: the multimodal CNN on Spark under ``train.scheme``, tracked in MLflow."""
+"""Train stage: the multimodal CNN on Spark under one scheme, tracked in MLflow."""
 
 from __future__ import annotations
 
@@ -27,26 +27,33 @@ def train_on_spark(spark: object, train: TrainParams, model: ModelParams,
 
 @flow(name="train", log_prints=True)
 def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
-               out: str = LAYOUT.models) -> dict:
-    """Train on the prepared data in ``data``; write the model to ``out``; log an MLflow run."""
-    config = load_params(params)
-    with training_run(config, run_name=config.train.scheme) as run:
+               out: str | None = None, scheme: str | None = None) -> dict:
+    """Train under ``scheme`` (default ``train.scheme``) on the prepared data in ``data``.
+
+    Writes the model to ``out`` (default ``models/<scheme>``) and logs an MLflow run named after
+    the scheme, with every parameter, the traffic, CPU and memory figures of every worker.
+    """
+    config = load_params(params).for_scheme(scheme)
+    scheme = config.train.scheme
+    out = out or LAYOUT.model_dir(scheme)
+    with training_run(config, run_name=scheme) as run:
         with spark_session(config.spark) as spark:
             job, result = train_on_spark(spark, config.train, config.model, data)
         save_model(Path(out), result.state_dict, job.model,
                    PreparedDataset.open(data).class_names,
-                   extra={"history.json": result.history,
+                   extra={"history.json": result.history, "workers.json": result.workers,
                           RUN_FILE: run_reference(run, config.tracking)})
         log_training(result, Path(out))
-    print(f"trained {config.train.scheme} on {result.world_size} workers in "
-          f"{result.wall_time_s:.1f}s; MLflow run {run.info.run_id}")
-    return {"run_id": run.info.run_id, "training_time_s": result.wall_time_s}
+    print(f"trained {scheme} on {result.world_size} workers in {result.wall_time_s:.1f}s "
+          f"({result.metrics()['bytes_sent_per_step']:,.0f} bytes sent per step); "
+          f"MLflow run {run.info.run_id}")
+    return {"run_id": run.info.run_id, "scheme": scheme, **result.metrics()}
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m flows.train [--params P] [--data DIR] [--out DIR]``."""
-    run_stage(train_flow, __doc__,
-              {"params": LAYOUT.params, "data": LAYOUT.prepared, "out": LAYOUT.models}, argv)
+    """``python -m flows.train [--params P] [--scheme S] [--data DIR] [--out DIR]``."""
+    run_stage(train_flow, __doc__, {"params": LAYOUT.params, "scheme": None,
+                                    "data": LAYOUT.prepared, "out": None}, argv)
 
 
 if __name__ == "__main__":

@@ -86,32 +86,79 @@ class ModelParams(_Section):
     fusion_width: int = Field(64, ge=1, le=8192, description="width of the fused hidden layer")
 
 
+SchemeName = Literal["data_parallel", "branch_parallel", "pipeline_parallel", "hybrid"]
+ALL_SCHEMES: tuple[str, ...] = ("data_parallel", "branch_parallel", "pipeline_parallel", "hybrid")
+
+
+class DataParallelParams(_Section):
+    """Knobs of the data-parallel scheme (they change its gradient traffic)."""
+
+    gradient_compression: Literal["none", "fp16", "bf16", "powersgd"] = Field(
+        "none", description="DDP communication hook for the gradient all-reduce")
+    powersgd_rank: int = Field(2, ge=1, le=64, description="rank of PowerSGD's approximation")
+    sync_every: int = Field(1, ge=1, le=10000,
+                            description="1: synchronous SGD; k > 1: local SGD, parameters "
+                                        "averaged every k steps")
+
+
+class ModelParallelParams(_Section):
+    """Knobs of the model-parallel schemes (branch_parallel, pipeline_parallel, hybrid)."""
+
+    micro_batches: int = Field(1, ge=1, description="micro-batches per step (GPipe schedule)")
+    activation_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="precision of activations and their gradients on the wire")
+    head_placement: Literal["shared", "own"] = Field(
+        "shared", description="fusion head on its own worker, or with the last branch")
+    pipeline_stages: int = Field(2, ge=2, description="pipeline_parallel: sequential stages")
+    replicas: int = Field(2, ge=1, le=256, description="hybrid: copies of the branch layout")
+
+
 class TrainParams(_Section):
     """Optimisation and parallelisation."""
 
-    scheme: Literal["data_parallel"] = "data_parallel"
-    workers: int = Field(2, ge=1, le=1024, description="Spark barrier tasks, one process each")
+    scheme: SchemeName = Field("data_parallel", description="scheme of `python -m flows.train`")
+    compare: list[SchemeName] = Field(
+        default_factory=lambda: list(ALL_SCHEMES),
+        description="schemes the pipeline trains and compares (one DVC stage each)")
+    workers: int = Field(2, ge=1, le=1024, description="data_parallel: replicas (Spark tasks)")
     batch_size: int = Field(64, ge=1, description="global batch size, split across workers")
     epochs: int = Field(8, ge=1)
     learning_rate: float = Field(0.05, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     seed: int = 0
     timeout_s: int = Field(1800, ge=10, description="training is aborted after this long")
+    data_parallel: DataParallelParams = DataParallelParams()
+    model_parallel: ModelParallelParams = ModelParallelParams()
 
     @model_validator(mode="after")
-    def _batch_divides(self) -> TrainParams:
-        if self.batch_size % self.workers != 0:
+    def _consistent(self) -> TrainParams:
+        used = {self.scheme, *self.compare}
+        if not self.compare:
+            raise ValueError("compare must list at least one scheme")
+        if len(set(self.compare)) != len(self.compare):
+            raise ValueError(f"compare lists a scheme twice: {self.compare}")
+        if "data_parallel" in used and self.batch_size % self.workers != 0:
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of workers ({self.workers}) "
-                "so every worker gets an equal share of each global batch"
-            )
+                "so every data-parallel worker gets an equal share of each global batch")
+        per_copy = self.batch_size
+        if "hybrid" in used:
+            replicas = self.model_parallel.replicas
+            if self.batch_size % replicas != 0:
+                raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of "
+                                 f"model_parallel.replicas ({replicas}) for the hybrid scheme")
+            per_copy = self.batch_size // replicas
+        if self.model_parallel.micro_batches > per_copy:
+            raise ValueError(
+                f"model_parallel.micro_batches ({self.model_parallel.micro_batches}) is larger "
+                f"than the batch each model copy sees ({per_copy}); lower micro_batches")
         return self
 
 
 class SparkParams(_Section):
     """The Spark application training runs in. Moving to a cluster means changing ``master``."""
 
-    master: str = "local[2]"
+    master: str = "local[4]"
     app_name: str = "landcover-mlops"
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
 
@@ -132,6 +179,24 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     spark: SparkParams = SparkParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _stages_fit_the_model(self) -> Params:
+        layers = self.model.branch_depth + 2
+        if self.train.model_parallel.pipeline_stages > layers:
+            raise ValueError(
+                f"train.model_parallel.pipeline_stages ({self.train.model_parallel.pipeline_stages})"
+                f" exceeds the model's {layers} layers (model.branch_depth + 2)")
+        return self
+
+    def for_scheme(self, scheme: str | None) -> Params:
+        """These parameters with ``train.scheme`` set to ``scheme`` (``None``: unchanged)."""
+        if scheme is None:
+            return self
+        if scheme not in ALL_SCHEMES:
+            raise ParamsError("<command line>", "--scheme", f"unknown scheme {scheme!r}",
+                              f"use one of {list(ALL_SCHEMES)}")
+        return self.model_copy(update={"train": self.train.model_copy(update={"scheme": scheme})})
 
     def flat(self) -> dict[str, Any]:
         """All parameters as ``{"train.batch_size": 64, ...}``, for MLflow."""

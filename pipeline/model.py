@@ -1,15 +1,23 @@
 """The multimodal CNN: one convolutional branch per modality, features fused, a classifier head.
 
-GroupNorm rather than BatchNorm: its output for a sample does not depend on the rest of the batch,
-so a batch split across data-parallel workers computes exactly what one process computes.
+The network is also described as an ordered list of *units* (one conv block of one branch, the
+fusion layer, the classifier), each reading and writing named activations. ``forward`` runs the
+units in order, and the model-parallel schemes place groups of the same units on different
+workers, so every scheme computes exactly the function single-process training computes.
+
+GroupNorm rather than BatchNorm: a sample's output does not depend on the rest of its batch, so a
+batch split across workers or into micro-batches gives the same result as one process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+Activations = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -37,36 +45,57 @@ def _groups(width: int) -> int:
     return next(g for g in (8, 4, 2, 1) if width % g == 0)
 
 
+class ConvBlock(nn.Sequential):
+    """3x3 convolution, GroupNorm, ReLU: ``(B, C_in, h, w)`` -> ``(B, width, h, w)``."""
+
+    def __init__(self, in_channels: int, width: int) -> None:
+        super().__init__(nn.Conv2d(in_channels, width, kernel_size=3, padding=1),
+                         nn.GroupNorm(_groups(width), width), nn.ReLU())
+
+
 class ModalityBranch(nn.Module):
-    """Conv blocks over one modality's patch, then global average pooling to a feature vector."""
+    """Conv blocks over one modality's patch; the last is followed by global average pooling."""
 
     def __init__(self, in_channels: int, width: int, depth: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for _ in range(depth):
-            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1),
-                       nn.GroupNorm(_groups(width), width), nn.ReLU()]
-            channels = width
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, h, w)`` -> ``(B, width)``."""
-        return self.pool(self.features(x)).flatten(1)
+        self.blocks = nn.ModuleList(
+            ConvBlock(in_channels if i == 0 else width, width) for i in range(depth))
 
 
 class FusionHead(nn.Module):
-    """Concatenated branch features -> hidden layer -> class logits."""
+    """Concatenated branch features -> hidden layer (ReLU) -> class logits."""
 
     def __init__(self, in_features: int, fusion_width: int, num_classes: int) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(in_features, fusion_width), nn.ReLU(),
-                                    nn.Linear(fusion_width, num_classes))
+        self.hidden = nn.Linear(in_features, fusion_width)
+        self.classifier = nn.Linear(fusion_width, num_classes)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, sum of branch widths)`` -> ``(B, num_classes)``."""
-        return self.layers(features)
+
+@dataclass(frozen=True)
+class Unit:
+    """One step of the network: reads ``inputs`` activations, writes ``outputs``.
+
+    ``layer`` orders units by depth (all branches' k-th blocks share layer k), which is where
+    pipeline parallelism may cut. ``modules`` are the submodules whose parameters it uses.
+    """
+
+    name: str
+    layer: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    modules: tuple[nn.Module, ...]
+    fn: Callable[[Activations], Activations]
+
+    def __call__(self, env: Activations) -> Activations:
+        return self.fn(env)
+
+
+def input_key(modality: str) -> str:
+    """The activation name of a modality's input patch."""
+    return f"{modality}/input"
+
+
+LOGITS = "logits"
 
 
 class MultimodalCNN(nn.Module):
@@ -82,6 +111,32 @@ class MultimodalCNN(nn.Module):
         })
         self.head = FusionHead(config.branch_width * len(config.channels), config.fusion_width,
                                config.num_classes)
+        self.units = self._build_units()  # a plain list: not registered, state_dict unchanged
+
+    def _build_units(self) -> list[Unit]:
+        depth = self.config.branch_depth
+        units = []
+        for k in range(depth):
+            for m in self.modalities:
+                block = self.branches[m].blocks[k]
+                source = input_key(m) if k == 0 else f"{m}/block{k - 1}"
+                target = f"{m}/features" if k == depth - 1 else f"{m}/block{k}"
+                pool = k == depth - 1
+                units.append(Unit(f"{m}.block{k}", k, (source,), (target,), (block,),
+                                  _block_fn(block, source, target, pool)))
+        features = tuple(f"{m}/features" for m in self.modalities)
+        hidden, classifier = self.head.hidden, self.head.classifier
+        units.append(Unit("head.hidden", depth, features, ("hidden",), (hidden,),
+                          lambda env: {"hidden": torch.relu(
+                              hidden(torch.cat([env[k] for k in features], 1)))}))
+        units.append(Unit("head.classifier", depth + 1, ("hidden",), (LOGITS,), (classifier,),
+                          lambda env: {LOGITS: classifier(env["hidden"])}))
+        return units
+
+    @property
+    def num_layers(self) -> int:
+        """Number of distinct unit layers (conv blocks, fusion, classifier)."""
+        return self.config.branch_depth + 2
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Patches per modality ``{name: (B, C, h, w)}`` -> logits ``(B, num_classes)``."""
@@ -89,8 +144,18 @@ class MultimodalCNN(nn.Module):
         if missing:
             raise KeyError(f"inputs lack modalities {sorted(missing)}; the model expects "
                            f"{self.modalities}")
-        features = torch.cat([self.branches[name](inputs[name]) for name in self.modalities], 1)
-        return self.head(features)
+        env = {input_key(m): inputs[m] for m in self.modalities}
+        for unit in self.units:
+            env.update(unit(env))
+        return env[LOGITS]
+
+
+def _block_fn(block: nn.Module, source: str, target: str,
+              pool: bool) -> Callable[[Activations], Activations]:
+    def run(env: Activations) -> Activations:
+        x = block(env[source])
+        return {target: x.mean(dim=(2, 3)) if pool else x}
+    return run
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Print the results of the latest pipeline run: ``python -m pipeline.report``."""
+"""Print the results of the latest pipeline run, one row per scheme: ``python -m pipeline.report``."""
 
 from __future__ import annotations
 
@@ -9,44 +9,49 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.tracking import read_run_reference
 
+COLUMNS = ["scheme", "workers", "train s", "samples/s", "KB sent/step", "max param KB",
+           "overall acc", "kappa", "macro F1"]
 
-def results_table(metrics_path: Path, model_dir: Path, tracking_uri: str) -> str:
-    """A short table of the latest run: scheme, workers, training time and test metrics."""
+
+def scheme_row(scheme: str, metrics_file: Path, model_dir: Path, tracking_uri: str) -> list[str]:
+    """One row of the results table, from the scheme's metrics file and MLflow run."""
     import mlflow
 
-    metrics = json.loads(metrics_path.read_text())
-    reference = read_run_reference(model_dir)
-    run = mlflow.MlflowClient(tracking_uri).get_run(reference["run_id"])
-    header = ["scheme", "workers", "train time", "overall acc", "kappa", "macro F1"]
-    row = [
-        run.data.params.get("train.scheme", "?"),
-        run.data.params.get("train.workers", "?"),
-        f"{run.data.metrics.get('training_time_s', float('nan')):.1f} s",
-        f"{metrics['overall_accuracy']:.3f}",
-        f"{metrics['kappa']:.3f}",
+    metrics = json.loads(metrics_file.read_text())
+    run = mlflow.MlflowClient(tracking_uri).get_run(read_run_reference(model_dir)["run_id"])
+    logged = run.data.metrics
+    return [
+        scheme, f"{logged.get('world_size', float('nan')):.0f}",
+        f"{logged.get('training_time_s', float('nan')):.1f}",
+        f"{logged.get('samples_per_s', float('nan')):,.0f}",
+        f"{logged.get('bytes_sent_per_step', float('nan')) / 1024:,.1f}",
+        f"{logged.get('max_worker_param_bytes', float('nan')) / 1024:,.1f}",
+        f"{metrics['overall_accuracy']:.3f}", f"{metrics['kappa']:.3f}",
         f"{metrics['macro_f1']:.3f}",
     ]
-    widths = [max(len(h), len(v)) for h, v in zip(header, row, strict=True)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-             for cells in (header, row)]
-    return "\n".join([
-        f"MLflow run {reference['run_id']} ({run.info.status}) in {tracking_uri}",
-        *lines,
-    ])
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Left-aligned columns under :data:`COLUMNS`."""
+    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [COLUMNS, *rows])
 
 
 def main(argv: list[str] | None = None) -> None:
     """Print the results table and how to open the MLflow UI."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--metrics", default="metrics/evaluation.json")
-    parser.add_argument("--model", default="models")
+    parser.add_argument("--metrics", default="metrics", help="folder of <scheme>.json files")
+    parser.add_argument("--models", default="models", help="folder of <scheme>/ model folders")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    print()
-    print(results_table(Path(args.metrics), Path(args.model), params.tracking.uri))
-    print()
-    print("Compare runs in the MLflow UI: `make ui`, then open http://127.0.0.1:5000")
+    rows = [scheme_row(s, Path(args.metrics) / f"{s}.json", Path(args.models) / s,
+                       params.tracking.uri) for s in params.train.compare]
+    print(f"\nResults of the latest pipeline run (MLflow store {params.tracking.uri}, experiment "
+          f"{params.tracking.experiment}):\n")
+    print(format_table(rows))
+    print("\nCompare runs in the MLflow UI: `make ui`, then open http://127.0.0.1:5000")
 
 
 if __name__ == "__main__":

@@ -39,14 +39,16 @@ def training_run(params: Params, run_name: str | None = None,
     mlflow.set_experiment(params.tracking.experiment)
     with mlflow.start_run(run_name=run_name) as run, _recording_errors():
         mlflow.log_params(params.flat())
-        mlflow.set_tags({"scheme": params.train.scheme, "world_size": str(params.train.workers),
-                         "spark_master": params.spark.master} | (tags or {}))
+        mlflow.set_tags({"scheme": params.train.scheme, "spark_master": params.spark.master}
+                        | (tags or {}))
         yield run
 
 
 def log_training(result: TrainResult, model_dir: Path) -> None:
-    """Log wall time, per-epoch curves and the model folder to the active run."""
-    mlflow.log_metrics({"training_time_s": result.wall_time_s, "steps": float(result.steps)})
+    """Log the training figures (time, traffic, CPU, memory, every worker's), the per-epoch
+    curves and the model folder to the active run."""
+    mlflow.set_tag("world_size", str(result.world_size))
+    mlflow.log_metrics(result.metrics())
     for record in result.history:
         step = int(record["epoch"])
         mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"},

@@ -50,7 +50,7 @@ def spark() -> Iterator[object]:
     """A real local SparkSession with two task slots, shared by the Spark tests."""
     from pipeline.spark import spark_session
 
-    with spark_session(SparkParams(master="local[2]", app_name="landcover-tests")) as session:
+    with spark_session(SparkParams(master="local[4]", app_name="landcover-tests")) as session:
         yield session
 
 

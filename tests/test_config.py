@@ -91,4 +91,23 @@ def test_flat_names_every_parameter_with_its_section() -> None:
     flat = Params().flat()
     assert flat["train.batch_size"] == 64
     assert flat["prepare.split.test"] == 0.15
-    assert flat["spark.master"] == "local[2]"
+    assert flat["spark.master"] == "local[4]"
+    assert flat["train.model_parallel.micro_batches"] == 1
+
+
+def test_micro_batches_larger_than_the_batch_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="micro_batches .* larger than the batch"):
+        load_params(write(tmp_path, {"train": {"batch_size": 8,
+                                               "model_parallel": {"micro_batches": 16}}}))
+
+
+def test_pipeline_stages_cannot_exceed_the_model_layers(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="pipeline_stages .* exceeds the model's 4 layers"):
+        load_params(write(tmp_path, {"model": {"branch_depth": 2},
+                                     "train": {"model_parallel": {"pipeline_stages": 5}}}))
+
+
+def test_for_scheme_switches_the_scheme_and_rejects_unknown_ones() -> None:
+    assert Params().for_scheme("hybrid").train.scheme == "hybrid"
+    with pytest.raises(ParamsError, match="--scheme.*unknown scheme 'magic'"):
+        Params().for_scheme("magic")

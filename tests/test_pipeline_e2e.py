@@ -26,8 +26,9 @@ SOURCES = ["pipeline", "flows", "dvc.yaml", "params.yaml", ".dvcignore", ".gitig
 SMALL = {
     "ingest": {"synthetic": {"height": 96, "width": 96, "region_scale_px": 6.0}},
     "prepare": {"patch_size": 7, "block_size": 16},
-    "train": {"epochs": 2, "batch_size": 32},
+    "train": {"epochs": 2, "batch_size": 32, "compare": ["data_parallel", "branch_parallel"]},
 }
+SCHEMES = SMALL["train"]["compare"]
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -71,19 +72,34 @@ def runs(root: Path) -> list[mlflow.entities.Run]:
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
 
 
-def test_dvc_repro_runs_every_stage_and_tracks_the_run(project: Path) -> None:
+def metrics_of(root: Path, scheme: str) -> dict[str, float]:
+    return json.loads((root / "metrics" / f"{scheme}.json").read_text())
+
+
+def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> None:
     out = sh(sys.executable, "-m", "dvc", "repro", cwd=project).stdout
-    for stage in ("ingest", "prepare", "train", "evaluate"):
+    stages = ["ingest", "prepare", *(f"{s}@{scheme}" for scheme in SCHEMES
+                                     for s in ("train", "evaluate"))]
+    for stage in stages:
         assert f"Running stage '{stage}'" in out
 
-    metrics = json.loads((project / "metrics/evaluation.json").read_text())
-    assert metrics["overall_accuracy"] > 0.5  # six classes: chance is ~0.17
-    (run,) = runs(project)
-    assert run.info.status == "FINISHED"
-    assert run.data.metrics["test_overall_accuracy"] == pytest.approx(metrics["overall_accuracy"])
-    assert run.data.metrics["test_kappa"] == pytest.approx(metrics["kappa"])
-    assert run.data.metrics["training_time_s"] > 0
-    assert run.data.params["train.epochs"] == "2" and run.data.params["train.workers"] == "2"
+    by_scheme = {run.data.tags["scheme"]: run for run in runs(project)}
+    assert sorted(by_scheme) == sorted(SCHEMES)
+    for scheme, run in by_scheme.items():
+        metrics = metrics_of(project, scheme)
+        assert metrics["overall_accuracy"] > 0.5  # six classes: chance is ~0.17
+        assert run.info.status == "FINISHED"
+        assert run.data.params["train.scheme"] == scheme
+        assert run.data.metrics["test_overall_accuracy"] == pytest.approx(
+            metrics["overall_accuracy"])
+        assert run.data.metrics["test_kappa"] == pytest.approx(metrics["kappa"])
+        assert run.data.metrics["training_time_s"] > 0
+        assert run.data.metrics["bytes_sent_per_step"] > 0
+        assert run.data.metrics["traffic_ratio_measured_to_expected"] == pytest.approx(1.0)
+        assert run.data.params["train.epochs"] == "2"
+    # Equivalent schemes at equal global batch and epochs reach comparable accuracy.
+    accuracies = [metrics_of(project, s)["overall_accuracy"] for s in SCHEMES]
+    assert max(accuracies) - min(accuracies) <= 0.02
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert {o["path"] for o in lock["ingest"]["outs"]} == {"data/raw"}
 
@@ -110,8 +126,10 @@ def test_prefect_pipeline_flow_leaves_dvc_up_to_date(project: Path,
 
     assert "Data and pipelines are up to date" in dvc("status", cwd=project)
     assert "Running stage" not in dvc("repro", cwd=project)
-    first, second = runs(project)
-    assert second.info.run_id == result["run_id"]
-    assert second.data.params["train.epochs"] == "1"
-    assert second.data.metrics["test_overall_accuracy"] == pytest.approx(
-        json.loads((project / "metrics/evaluation.json").read_text())["overall_accuracy"])
+    latest = runs(project)[len(SCHEMES):]
+    assert sorted(r.info.run_id for r in latest) == sorted(r["run_id"] for r in result.values())
+    for run in latest:
+        scheme = run.data.tags["scheme"]
+        assert run.data.params["train.epochs"] == "1"
+        assert run.data.metrics["test_overall_accuracy"] == pytest.approx(
+            metrics_of(project, scheme)["overall_accuracy"])

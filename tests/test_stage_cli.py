@@ -39,9 +39,11 @@ def test_dvc_yaml_and_flow_layout_name_the_same_paths() -> None:
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["ingest"]["outs"] == [LAYOUT.raw]
     assert stages["prepare"]["outs"] == [LAYOUT.prepared]
-    assert stages["train"]["outs"] == [LAYOUT.models]
-    assert list(stages["evaluate"]["metrics"][0]) == [LAYOUT.metrics]
-    for stage in stages.values():
+    assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${train.compare}"
+    assert stages["train"]["do"]["outs"] == [LAYOUT.model_dir("${item}")]
+    assert list(stages["evaluate"]["do"]["metrics"][0]) == [LAYOUT.metrics_file("${item}")]
+    for stage in [stages["ingest"], stages["prepare"], stages["train"]["do"],
+                  stages["evaluate"]["do"]]:
         assert f"--params {LAYOUT.params}" in stage["cmd"]
         for path in stage.get("outs", []):
             assert f" {path}" in stage["cmd"]

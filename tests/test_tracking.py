@@ -37,6 +37,7 @@ def test_run_records_every_parameter_and_training_figures(params: Params, tmp_pa
     assert stored.data.metrics["training_time_s"] == 1.5
     assert [m.value for m in client.get_metric_history(run.info.run_id, "epoch_loss")] == [0.9, 0.4]
     assert stored.data.tags["scheme"] == "data_parallel"
+    assert stored.data.tags["world_size"] == "1"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/model.pt"]
 
 

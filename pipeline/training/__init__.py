@@ -1,6 +1,7 @@
-"""Training: the rank-aware worker loop and the parallelisation schemes that launch it on Spark."""
+"""Training: the parallelisation schemes, the rank-aware worker loop, traffic accounting."""
 
-from pipeline.training.job import TrainJob, TrainResult
-from pipeline.training.schemes import SCHEMES, TrainingScheme, scheme_for
+from pipeline.training.job import Fault, ParallelSettings, TrainJob, TrainResult
+from pipeline.training.schemes import SCHEMES, expected_bytes_per_step, fit, world_size
 
-__all__ = ["SCHEMES", "TrainJob", "TrainResult", "TrainingScheme", "scheme_for"]
+__all__ = ["SCHEMES", "Fault", "ParallelSettings", "TrainJob", "TrainResult",
+           "expected_bytes_per_step", "fit", "world_size"]

@@ -1,80 +1,186 @@
-"""Parallelisation schemes: each launches training workers as Spark barrier tasks.
+"""The parallelisation schemes, launched as Spark barrier tasks.
 
-A scheme is chosen by name (``train.scheme`` in ``params.yaml``). Every scheme returns one ordinary
-state dict of :class:`~pipeline.model.MultimodalCNN`, so evaluation treats all schemes alike.
+Every scheme runs :func:`~pipeline.training.worker.train_worker` on Spark barrier tasks started by
+``TorchDistributor`` (``local_mode=False``: each worker is a Spark task, on a local master or a
+cluster alike), one PyTorch process per task, in a gloo process group. The schemes differ in how
+many workers they need, what one worker does in a step (:mod:`pipeline.training.strategies`), and
+the traffic that implies:
+
+- ``data_parallel``: ``workers`` full replicas; DDP all-reduces the gradients.
+- ``branch_parallel``: one worker per modality branch; the fusion head on its own worker
+  (``head_placement: own``) or with the last branch (``shared``).
+- ``pipeline_parallel``: the network's layers cut into ``pipeline_stages`` sequential stages,
+  trained GPipe-style with ``micro_batches`` micro-batches.
+- ``hybrid``: ``replicas`` copies of the branch-parallel layout, each part's gradients
+  all-reduced across the copies.
+
+Every scheme returns one ordinary state dict of :class:`~pipeline.model.MultimodalCNN`.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import ClassVar
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psutil
 
 from pipeline.errors import TrainingError
+from pipeline.model import MultimodalCNN
+from pipeline.training.comm import all_reduce_bytes
 from pipeline.training.job import TrainJob, TrainResult
-from pipeline.training.worker import train_worker
+from pipeline.training.layout import layout_for, model_parallel_bytes_per_step
+from pipeline.training.strategies import STRATEGIES
+from pipeline.training.worker import FAILURE_MARK, train_worker
+
+SCHEMES = tuple(STRATEGIES)
 
 
-class TrainingScheme(ABC):
-    """How the model and the data are laid out across ``workers`` Spark tasks."""
-
-    name: ClassVar[str]
-
-    def __init__(self, workers: int) -> None:
-        if workers < 1:
-            raise ValueError(f"train.workers must be at least 1, got {workers}")
-        self.workers = workers
-
-    @abstractmethod
-    def fit(self, spark: object, job: TrainJob) -> TrainResult:
-        """Train on the Spark application ``spark`` and return rank 0's result."""
+def world_size(job: TrainJob) -> int:
+    """How many workers (Spark tasks) ``job``'s scheme uses."""
+    _check_scheme(job.parallel.scheme)
+    if job.parallel.scheme == "data_parallel":
+        return job.parallel.workers
+    return layout_for(job.model, job.parallel).world_size
 
 
-class DataParallel(TrainingScheme):
-    """N full replicas; gradients all-reduced by DistributedDataParallel over gloo.
+def expected_bytes_per_step(job: TrainJob, patch_size: int) -> dict[str, float]:
+    """Analytic bytes sent per optimiser step, summed over workers, by purpose."""
+    parallel = job.parallel
+    if parallel.scheme != "data_parallel":
+        return model_parallel_bytes_per_step(job.model, layout_for(job.model, parallel),
+                                             job.batch_size, patch_size,
+                                             parallel.activation_dtype)
+    workers = parallel.workers
+    param_bytes = sum(p.numel() * p.element_size()
+                      for p in MultimodalCNN(job.model).parameters())
+    if parallel.sync_every > 1:
+        return {"parameters": workers * all_reduce_bytes(param_bytes, workers)
+                / parallel.sync_every}
+    # fp16/bf16 halve what is all-reduced; PowerSGD is compared with the uncompressed figure.
+    wire = param_bytes / 2 if parallel.gradient_compression in ("fp16", "bf16") else param_bytes
+    return {"gradients": workers * all_reduce_bytes(wire, workers)}
 
-    Workers run as Spark barrier tasks started by ``TorchDistributor`` (``local_mode=False``), so
-    the same code runs on a local master or a cluster.
+
+def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
+    """Train ``job`` on the Spark application ``spark``; rank 0's result, with every worker's
+    figures, the analytic traffic and the loopback interface's byte count.
+
+    Raises:
+        TrainingError: too few task slots, a worker failed (named in the message), or training
+            outlasted ``job.timeout_s`` (the Spark job is cancelled, its workers stopped).
+    """
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    workers = world_size(job)
+    slots = _task_slots(spark)
+    if slots is not None and workers > slots:
+        raise TrainingError(
+            f"{job.parallel.scheme} needs {workers} workers but the Spark application has only "
+            f"{slots} task slots, so the barrier stage could never start. Fix: lower "
+            "train.workers (or the scheme's layout settings) or give Spark more slots "
+            "(spark.master, e.g. local[4], or more executors)")
+    distributor = TorchDistributor(num_processes=workers, local_mode=False, use_gpu=False)
+    loopback_before = _loopback_bytes()
+    with _FailureLines() as failures:
+        try:
+            result = _with_timeout(spark, lambda: distributor.run(train_worker, job),
+                                   job.timeout_s)
+        except TrainingError:
+            raise
+        except Exception as exc:
+            raise TrainingError(_failure_summary(job, exc, failures.lines)) from exc
+    if not isinstance(result, TrainResult):
+        raise TrainingError(f"{job.parallel.scheme} training returned no result from rank 0")
+    loopback_after = _loopback_bytes()
+    if loopback_before is not None and loopback_after is not None:
+        result.physical_loopback_bytes = loopback_after - loopback_before
+    result.expected_bytes_per_step = expected_bytes_per_step(job, patch_size)
+    return result
+
+
+def _check_scheme(name: str) -> None:
+    if name not in SCHEMES:
+        raise ValueError(f"train.scheme must be one of {list(SCHEMES)}, got {name!r}")
+
+
+def _with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float) -> Any:
+    """Run ``run`` (which starts Spark jobs) and cancel its jobs if it outlasts ``timeout_s``."""
+    context = spark.sparkContext
+    group = f"landcover-train-{uuid.uuid4().hex}"
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            context.setJobGroup(group, "landcover-mlops training", interruptOnCancel=True)
+            outcome["result"] = run()
+        except BaseException as exc:  # handed to the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="landcover-training", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        context.cancelJobGroup(group)
+        thread.join(120)
+        raise TrainingError(
+            f"training did not finish within train.timeout_s = {timeout_s:g} s; its Spark job "
+            "was cancelled and the workers stopped. Fix: look for a hung worker in the log "
+            "above, or raise train.timeout_s for longer runs")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+class _FailureLines:
+    """Collect the failure lines workers print while passing all output through.
+
+    TorchDistributor streams every worker's output to the driver's stderr; a worker that fails
+    prints one line starting with ``FAILURE_MARK`` naming its rank, epoch and step.
     """
 
-    name = "data_parallel"
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._inner = sys.stderr
 
-    def fit(self, spark: object, job: TrainJob) -> TrainResult:
-        """Run :func:`train_worker` on ``self.workers`` barrier tasks."""
-        from pyspark.ml.torch.distributor import TorchDistributor
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if FAILURE_MARK in line:
+                self.lines.append(line.split(FAILURE_MARK, 1)[1].strip())
+        return self._inner.write(text)
 
-        slots = _task_slots(spark)
-        if slots is not None and self.workers > slots:
-            raise TrainingError(
-                f"train.workers is {self.workers} but the Spark application has only {slots} "
-                "task slots, so the barrier stage could never start. Fix: lower train.workers "
-                "or give Spark more cores (spark.master, e.g. local[4], or more executors)"
-            )
-        distributor = TorchDistributor(num_processes=self.workers, local_mode=False,
-                                       use_gpu=False)
-        try:
-            result = distributor.run(train_worker, job)
-        except Exception as exc:
-            raise TrainingError(f"{self.name} training on Spark failed: {exc}") from exc
-        if not isinstance(result, TrainResult):
-            raise TrainingError(f"{self.name} training returned no result from rank 0")
-        return result
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> _FailureLines:
+        sys.stderr = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stderr = self._inner
 
 
-SCHEMES: dict[str, type[TrainingScheme]] = {DataParallel.name: DataParallel}
+def _failure_summary(job: TrainJob, exc: Exception, failures: list[str]) -> str:
+    lines = list(dict.fromkeys(failures))
+    if lines:
+        return f"{job.parallel.scheme} training failed: " + "; ".join(lines)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"{job.parallel.scheme} training on Spark failed: {first[:500]} "
+            "(the workers' output above has the details)")
 
 
-def scheme_for(name: str, workers: int) -> TrainingScheme:
-    """The scheme registered as ``name``."""
-    if name not in SCHEMES:
-        raise ValueError(f"train.scheme must be one of {sorted(SCHEMES)}, got {name!r}")
-    return SCHEMES[name](workers)
-
-
-def _task_slots(spark: object) -> int | None:
-    """How many tasks the application can run at once, when Spark can tell."""
-    context = spark.sparkContext  # type: ignore[attr-defined]
+def _task_slots(spark: Any) -> int | None:
+    """How many tasks a local application can run at once (``None`` on a cluster, whose
+    executors may still be joining: there the barrier stage waits for them)."""
+    context = spark.sparkContext
+    if not context.master.startswith("local"):
+        return None
     task_cpus = int(context.getConf().get("spark.task.cpus", "1"))
-    parallelism = context.defaultParallelism
-    if context.master.startswith("local"):
-        return parallelism // task_cpus
-    return None  # executors may still be joining a cluster: let the barrier stage wait
+    return context.defaultParallelism // task_cpus
+
+
+def _loopback_bytes() -> float | None:
+    counters = psutil.net_io_counters(pernic=True).get("lo")
+    return float(counters.bytes_sent) if counters else None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import ModelParams, TrainParams
 from pipeline.data.dataset import PreparedDataset
 from pipeline.model import ModelConfig
-from pipeline.training.job import TrainJob, TrainResult
-from pipeline.training.schemes import scheme_for
+from pipeline.training.job import ParallelSettings, TrainJob, TrainResult
+from pipeline.training.schemes import fit
 
 
 def model_config(model: ModelParams, dataset: PreparedDataset) -> ModelConfig:
@@ -18,21 +19,33 @@ def model_config(model: ModelParams, dataset: PreparedDataset) -> ModelConfig:
                        fusion_width=model.fusion_width)
 
 
-def make_job(train: TrainParams, model: ModelParams, data_dir: Path,
+def parallel_settings(train: TrainParams, scheme: str | None = None) -> ParallelSettings:
+    """The parallelisation of ``scheme`` (default ``train.scheme``) from ``params.yaml``."""
+    dp, mp = train.data_parallel, train.model_parallel
+    return ParallelSettings(
+        scheme=scheme or train.scheme, workers=train.workers,
+        gradient_compression=dp.gradient_compression, powersgd_rank=dp.powersgd_rank,
+        sync_every=dp.sync_every, micro_batches=mp.micro_batches,
+        activation_dtype=mp.activation_dtype, head_placement=mp.head_placement,
+        pipeline_stages=mp.pipeline_stages, replicas=mp.replicas)
+
+
+def make_job(train: TrainParams, model: ModelParams, data_dir: Path, scheme: str | None = None,
              threads_per_worker: int = 1) -> TrainJob:
     """The job every worker runs, built on the driver."""
     dataset = PreparedDataset.open(data_dir)
     return TrainJob(
         data_dir=str(Path(data_dir).resolve()), model=model_config(model, dataset),
         batch_size=train.batch_size, epochs=train.epochs, learning_rate=train.learning_rate,
-        momentum=train.momentum, seed=train.seed, threads_per_worker=threads_per_worker,
-        timeout_s=train.timeout_s,
+        momentum=train.momentum, seed=train.seed, parallel=parallel_settings(train, scheme),
+        threads_per_worker=threads_per_worker, timeout_s=train.timeout_s,
     )
 
 
-def train_model(spark: object, train: TrainParams, model: ModelParams,
-                data_dir: Path) -> tuple[TrainJob, TrainResult]:
-    """Train with the scheme ``train.scheme`` on the Spark application ``spark``."""
-    task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))  # type: ignore[attr-defined]
-    job = make_job(train, model, data_dir, threads_per_worker=task_cpus)
-    return job, scheme_for(train.scheme, train.workers).fit(spark, job)
+def train_model(spark: Any, train: TrainParams, model: ModelParams, data_dir: Path,
+                scheme: str | None = None) -> tuple[TrainJob, TrainResult]:
+    """Train under ``scheme`` (default ``train.scheme``) on the Spark application ``spark``."""
+    task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+    job = make_job(train, model, data_dir, scheme, threads_per_worker=task_cpus)
+    patch_size = int(PreparedDataset.open(data_dir).manifest["patch_size"])
+    return job, fit(spark, job, patch_size)

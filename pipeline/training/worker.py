@@ -1,7 +1,8 @@
-"""The rank-aware training loop, one code path for one process or N.
+"""The rank-aware training loop: one code path for one process or N, for every scheme.
 
 ``train_worker`` is a top-level function of one picklable argument, so ``TorchDistributor`` can
-ship it to Spark tasks. Rank and world size come from the environment torchrun sets.
+ship it to Spark tasks. Rank and world size come from the environment torchrun sets. The loop is
+the same for every scheme; what one step does is the scheme's :class:`Strategy`.
 """
 
 from __future__ import annotations
@@ -12,96 +13,118 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.data.dataset import PreparedDataset
-from pipeline.model import MultimodalCNN, predict
-from pipeline.training.batches import epoch_batches, shard
+from pipeline.model import MultimodalCNN
+from pipeline.training.batches import epoch_batches
+from pipeline.training.comm import Comm
 from pipeline.training.job import TrainJob, TrainResult
+from pipeline.training.resources import ResourceMeter
+from pipeline.training.strategies import STRATEGIES, Strategy
+
+FAILURE_MARK = "[landcover worker failure]"
 
 
 def _rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def build_model(job: TrainJob) -> MultimodalCNN:
-    """The initial model: identical on every worker because it is built from the job's seed."""
-    torch.manual_seed(job.seed)
-    return MultimodalCNN(job.model)
-
-
 def train_worker(job: TrainJob) -> TrainResult | None:
-    """Train under data parallelism (DDP over gloo) when ``WORLD_SIZE > 1``, else alone.
+    """Train this worker's share under ``job.parallel.scheme``.
 
     Returns:
-        On rank 0, the trained state dict and the epoch history; ``None`` on other ranks.
+        On rank 0, the trained state dict, the epoch history and every worker's figures;
+        ``None`` on other ranks.
     """
     rank, world_size = _rank_and_world()
     torch.set_num_threads(job.threads_per_worker)
     distributed = world_size > 1
     if distributed:
         dist.init_process_group("gloo", timeout=timedelta(seconds=job.timeout_s))
+    position = {"epoch": 0, "step": 0}
     try:
-        return _train(job, rank, world_size, distributed)
+        return _train(job, rank, world_size, position)
+    except BaseException as exc:
+        print(f"{FAILURE_MARK} worker rank {rank} of {world_size} failed at epoch "
+              f"{position['epoch']}, step {position['step']}: {type(exc).__name__}: {exc}",
+              flush=True)
+        raise
     finally:
         if distributed:
             dist.destroy_process_group()
 
 
-def _train(job: TrainJob, rank: int, world_size: int, distributed: bool) -> TrainResult | None:
+def _inject_fault(job: TrainJob, rank: int, step: int) -> None:
+    if job.fault is not None and job.fault.rank == rank and job.fault.step == step:
+        if job.fault.kind == "hang":
+            time.sleep(10 * job.timeout_s)
+        raise RuntimeError(f"injected fault at step {step}")
+
+
+def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int]) -> TrainResult | None:
     dataset = PreparedDataset.open(job.data_dir)
     train = dataset.split("train")
-    val = dataset.split("val") if rank == 0 else None
-
-    model = build_model(job)
-    net: nn.Module = DistributedDataParallel(model) if distributed else model
-    optimizer = torch.optim.SGD(net.parameters(), lr=job.learning_rate, momentum=job.momentum)
-    loss_fn = nn.CrossEntropyLoss()
+    val = dataset.split("val") if job.validate else None
+    comm = Comm()
+    strategy: Strategy = STRATEGIES[job.parallel.scheme](job, rank, world_size, comm)
+    meter = ResourceMeter()
 
     history: list[dict[str, float]] = []
-    steps = 0
+    steps = samples = 0
     start = time.perf_counter()
     for epoch in range(job.epochs):
+        position["epoch"] = epoch + 1
         epoch_start = time.perf_counter()
-        net.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of losses, number of samples
+        totals = torch.zeros(2, dtype=torch.float64)  # sum of losses, samples with a loss
         for batch in epoch_batches(len(train), job.batch_size, job.seed, epoch):
-            inputs, labels = train.batch(shard(batch, rank, world_size))
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(inputs), labels)
-            loss.backward()
-            optimizer.step()
-            loss_sum += torch.tensor([loss.item() * len(labels), len(labels)], dtype=torch.float64)
+            position["step"] = steps + 1
+            _inject_fault(job, rank, steps + 1)
+            loss_sum, seen = strategy.step(train, batch)
+            totals += torch.tensor([loss_sum, seen], dtype=torch.float64)
             steps += 1
+            samples += len(batch)
             if job.max_steps is not None and steps >= job.max_steps:
                 break
-        if distributed:
-            dist.all_reduce(loss_sum)
-        record = {"epoch": epoch + 1, "loss": float(loss_sum[0] / loss_sum[1]),
-                  "epoch_time_s": time.perf_counter() - epoch_start}
-        if rank == 0:
-            accuracy = (predict(model, val.inputs) == val.labels).double().mean().item()
-            record["val_accuracy"] = accuracy
-            _log_progress(record, job, float(loss_sum[1]), time.perf_counter() - start)
+        epoch_time = time.perf_counter() - epoch_start
+        record = {"epoch": epoch + 1, "epoch_time_s": epoch_time}
+        if val is not None:
+            correct = torch.tensor(strategy.correct_predictions(val), dtype=torch.float64)
+            totals = torch.cat([totals, correct])
+        if world_size > 1:
+            comm.all_reduce(totals, "control")
+        record["loss"] = float(totals[0] / max(totals[1], 1))
+        if val is not None:
+            record["val_accuracy"] = float(totals[2] / max(totals[3], 1))
         history.append(record)
+        if rank == 0:
+            _log_progress(record, job, time.perf_counter() - start, steps, samples)
         if job.max_steps is not None and steps >= job.max_steps:
             break
+    wall = time.perf_counter() - start
 
-    if rank != 0:
-        return None
-    return TrainResult(
-        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-        history=history, steps=steps, world_size=world_size,
-        wall_time_s=time.perf_counter() - start,
-    )
+    figures = {"rank": float(rank), **meter.figures(), "param_bytes": float(strategy.param_bytes()),
+               **comm.totals()}
+    figures["compute_s"] = max(wall - figures["comm_s"], 0.0)
+    state = strategy.local_state()
+    if world_size > 1:
+        gathered = comm.gather_to_zero((figures, state))
+        if rank != 0:
+            return None
+        all_figures = [f for f, _ in gathered]
+        parts = {k: v for _, part in gathered for k, v in part.items()}
+        merged = {k: parts[k] for k in MultimodalCNN(job.model).state_dict()}
+    else:
+        all_figures, merged = [figures], state
+    return TrainResult(state_dict=merged, history=history, steps=steps, samples=samples,
+                       world_size=world_size, wall_time_s=wall, workers=all_figures)
 
 
-def _log_progress(record: dict[str, float], job: TrainJob, samples: float,
-                  elapsed: float) -> None:
+def _log_progress(record: dict[str, float], job: TrainJob, elapsed: float, steps: int,
+                  samples: int) -> None:
     epoch = int(record["epoch"])
-    rate = samples / max(record["epoch_time_s"], 1e-9)
+    rate = samples / max(elapsed, 1e-9)
     eta = elapsed / epoch * (job.epochs - epoch)
-    print(f"[train] epoch {epoch}/{job.epochs} loss {record['loss']:.4f} "
-          f"val_accuracy {record['val_accuracy']:.4f} | {rate:,.0f} samples/s | "
-          f"elapsed {elapsed:.1f}s, ETA {eta:.1f}s", flush=True)
+    accuracy = f" val_accuracy {record['val_accuracy']:.4f}" if "val_accuracy" in record else ""
+    print(f"[train {job.parallel.scheme}] epoch {epoch}/{job.epochs} loss {record['loss']:.4f}"
+          f"{accuracy} | step {steps} | {rate:,.0f} samples/s | elapsed {elapsed:.1f}s, "
+          f"ETA {eta:.1f}s", flush=True)

@@ -1,0 +1,326 @@
+"""What one worker does in one optimiser step, per parallelisation scheme.
+
+A strategy owns the worker's share of the model and its optimiser. The epoch loop in
+:mod:`pipeline.training.worker` is the same for every scheme: it hands each strategy the global
+batch, and each strategy takes its own share of it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.data.dataset import PatchSplit
+from pipeline.model import LOGITS, MultimodalCNN, input_key, predict
+from pipeline.training.batches import shard
+from pipeline.training.comm import Comm
+from pipeline.training.job import TrainJob
+from pipeline.training.layout import WIRE_DTYPES, Layout, activation_shapes, layout_for
+
+VALIDATION_CHUNK = 512
+
+
+def build_model(job: TrainJob) -> MultimodalCNN:
+    """The initial model: identical on every worker because it is built from the job's seed."""
+    torch.manual_seed(job.seed)
+    return MultimodalCNN(job.model)
+
+
+class Strategy(ABC):
+    """One worker's part of training under a scheme."""
+
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
+        self.job, self.rank, self.world_size, self.comm = job, rank, world_size, comm
+
+    @property
+    @abstractmethod
+    def parameters(self) -> list[nn.Parameter]:
+        """The parameters this worker holds and updates."""
+
+    def param_bytes(self) -> int:
+        """Bytes of the parameters this worker holds."""
+        return sum(p.numel() * p.element_size() for p in self.parameters)
+
+    @abstractmethod
+    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+        """One optimiser step on global batch ``batch``; returns (sum of losses, samples) seen
+        by this worker's loss (zero on workers that compute no loss)."""
+
+    @abstractmethod
+    def correct_predictions(self, val: PatchSplit) -> tuple[float, float]:
+        """(correct, total) on ``val`` as counted by this worker (zero where it counts none)."""
+
+    @abstractmethod
+    def local_state(self) -> dict[str, torch.Tensor]:
+        """This worker's entries of the full model's state dict (empty where it holds a copy
+        that another worker already contributes)."""
+
+
+class DataParallelStrategy(Strategy):
+    """A full replica; DDP all-reduces gradients through a counted communication hook.
+
+    With ``sync_every = k > 1`` (local SGD), gradients are not synchronised; parameters are
+    averaged every ``k`` steps instead.
+    """
+
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
+        super().__init__(job, rank, world_size, comm)
+        self.model = build_model(job)
+        self.net: nn.Module = self.model
+        settings = job.parallel
+        if world_size > 1:
+            # Every worker built the same weights from the seed: no start-up broadcast needed.
+            self.net = DistributedDataParallel(self.model, init_sync=False)
+            self.net.register_comm_hook(*self._hook(settings.gradient_compression))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=job.learning_rate,
+                                         momentum=job.momentum)
+        self.steps = 0
+
+    def _hook(self, compression: str) -> tuple[object, object]:
+        inner = {"none": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
+                 "bf16": default_hooks.bf16_compress_hook,
+                 "powersgd": powerSGD_hook.powerSGD_hook}[compression]
+        state = (powerSGD_hook.PowerSGDState(
+            process_group=None, matrix_approximation_rank=self.job.parallel.powersgd_rank,
+            start_powerSGD_iter=2, random_seed=self.job.seed) if compression == "powersgd"
+            else None)
+        comm = self.comm
+
+        def counted_hook(hook_state, bucket):  # noqa: ANN001, ANN202 (DDP inspects annotations)
+            with comm.intercepting_all_reduce("gradients"):
+                result = inner(hook_state, bucket).wait()
+            done: torch.futures.Future = torch.futures.Future()
+            done.set_result(result)
+            return done
+
+        return state, counted_hook
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        """The whole model."""
+        return list(self.model.parameters())
+
+    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+        """Forward and backward on this worker's shard; gradients averaged by DDP."""
+        inputs, labels = train.batch(shard(batch, self.rank, self.world_size))
+        self.optimizer.zero_grad(set_to_none=True)
+        local_sgd = self.job.parallel.sync_every > 1 and self.world_size > 1
+        if local_sgd:
+            with self.net.no_sync():
+                loss = F.cross_entropy(self.net(inputs), labels)
+                loss.backward()
+        else:
+            loss = F.cross_entropy(self.net(inputs), labels)
+            loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        if local_sgd and self.steps % self.job.parallel.sync_every == 0:
+            self._average_parameters()
+        return loss.item() * len(labels), len(labels)
+
+    @torch.no_grad()
+    def _average_parameters(self) -> None:
+        flat = torch.cat([p.detach().flatten() for p in self.parameters])
+        self.comm.all_reduce(flat, "parameters")
+        flat /= self.world_size
+        offset = 0
+        for p in self.parameters:
+            p.copy_(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    def correct_predictions(self, val: PatchSplit) -> tuple[float, float]:
+        """Rank 0 evaluates its replica; the others count nothing."""
+        if self.rank != 0:
+            return 0.0, 0.0
+        return float((predict(self.model, val.inputs) == val.labels).sum()), float(len(val))
+
+    def local_state(self) -> dict[str, torch.Tensor]:
+        """Rank 0's replica (all replicas are equal)."""
+        if self.rank != 0:
+            return {}
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+class ModelParallelStrategy(Strategy):
+    """The units of this worker's local rank in a :class:`Layout`; activations cross by p2p.
+
+    Each global batch is sharded over replicas, and each shard split into micro-batches that
+    flow through the ranks GPipe-style: all forwards, then all backwards in reverse order, the
+    gradients accumulating; replicas then all-reduce each part's gradients, and every worker steps
+    its own optimiser.
+    """
+
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
+        super().__init__(job, rank, world_size, comm)
+        model = build_model(job)
+        self.layout: Layout = layout_for(job.model, job.parallel, model)
+        if self.layout.world_size != world_size:
+            raise RuntimeError(f"{job.parallel.scheme} needs {self.layout.world_size} workers, "
+                               f"{world_size} were started")
+        self.replica, self.local_rank = divmod(rank, self.layout.ranks_per_replica)
+        self.units = [u for u in model.units
+                      if self.layout.rank_of_unit[u.name] == self.local_rank]
+        self.producer = {key: self.layout.rank_of_unit[u.name]
+                         for u in model.units for key in u.outputs}
+        self.consumers: dict[str, set[int]] = {}
+        for unit in model.units:
+            for key in unit.inputs:
+                self.consumers.setdefault(key, set()).add(self.layout.rank_of_unit[unit.name])
+        self.keys = sorted(set(self.producer) | set(self.consumers))
+        patch = _patch_size(job)
+        self.shapes = activation_shapes(model, patch)
+        self.wire = WIRE_DTYPES[job.parallel.activation_dtype]
+        mine = {id(p) for u in self.units for m in u.modules for p in m.parameters()}
+        self.named = {k: p for k, p in model.named_parameters() if id(p) in mine}
+        self.optimizer = torch.optim.SGD(list(self.named.values()), lr=job.learning_rate,
+                                         momentum=job.momentum)
+        # Every worker creates every replica group, in the same order (a collective call).
+        self.replica_group = None
+        if self.layout.replicas > 1:
+            for local in range(self.layout.ranks_per_replica):
+                ranks = [r * self.layout.ranks_per_replica + local
+                         for r in range(self.layout.replicas)]
+                group = dist.new_group(ranks)
+                if local == self.local_rank:
+                    self.replica_group = group
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        """This worker's units' parameters."""
+        return list(self.named.values())
+
+    def _global(self, local_rank: int) -> int:
+        return self.replica * self.layout.ranks_per_replica + local_rank
+
+    def _tag(self, key: str, micro: int, backward: bool) -> int:
+        return (micro * len(self.keys) + self.keys.index(key)) * 2 + int(backward)
+
+    def _forward(self, inputs: dict[str, torch.Tensor], micro: int, purpose: str,
+                 works: list) -> tuple[dict[str, torch.Tensor], list[str], list[tuple[str, int]]]:
+        """Run this rank's units on one micro-batch; send activations to the ranks that read
+        them. Returns the activations, the keys received and the (key, rank) pairs sent."""
+        env: dict[str, torch.Tensor] = {}
+        received: list[str] = []
+        sent: list[tuple[str, int]] = []
+        size = next(iter(inputs.values())).shape[0]
+        for unit in self.units:
+            for key in unit.inputs:
+                if key in env:
+                    continue
+                modality = key.removesuffix("/input")
+                if key == input_key(modality) and modality in inputs:
+                    env[key] = inputs[modality]
+                else:
+                    buffer = torch.empty((size, *self.shapes[key]), dtype=self.wire)
+                    self.comm.recv(buffer, self._global(self.producer[key]), purpose,
+                                   self._tag(key, micro, False))
+                    env[key] = buffer.float().requires_grad_(torch.is_grad_enabled())
+                    received.append(key)
+            env.update(unit(env))
+            for key in unit.outputs:
+                for dst in sorted(self.consumers.get(key, set()) - {self.local_rank}):
+                    works.append(self.comm.send(env[key].detach().to(self.wire),
+                                                self._global(dst), purpose,
+                                                self._tag(key, micro, False)))
+                    sent.append((key, dst))
+        return env, received, sent
+
+    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+        """GPipe schedule over this replica's shard of ``batch``."""
+        own = shard(batch, self.replica, self.layout.replicas)
+        micro_batches = np.array_split(own, self.job.parallel.micro_batches)
+        works: list = []
+        saved = []
+        loss_sum, seen = 0.0, 0
+        for micro, index in enumerate(micro_batches):
+            inputs, labels = train.batch(index)
+            env, received, sent = self._forward(inputs, micro, "activations", works)
+            loss = None
+            if LOGITS in env and self.producer[LOGITS] == self.local_rank:
+                total = F.cross_entropy(env[LOGITS], labels, reduction="sum")
+                loss = total / len(own)
+                loss_sum += total.item()
+                seen += len(labels)
+            saved.append((env, received, sent, loss))
+        for micro in reversed(range(len(micro_batches))):
+            env, received, sent, loss = saved[micro]
+            tensors, grads = [], []
+            if loss is not None:
+                tensors.append(loss)
+                grads.append(torch.ones_like(loss))
+            incoming: dict[str, torch.Tensor] = {}
+            for key, dst in sent:
+                buffer = torch.empty_like(env[key], dtype=self.wire)
+                self.comm.recv(buffer, self._global(dst), "activation_gradients",
+                               self._tag(key, micro, True))
+                incoming[key] = incoming.get(key, 0) + buffer.float()
+            for key, grad in incoming.items():
+                tensors.append(env[key])
+                grads.append(grad)
+            if tensors:
+                torch.autograd.backward(tensors, grads)
+            for key in received:
+                works.append(self.comm.send(env[key].grad.to(self.wire),
+                                            self._global(self.producer[key]),
+                                            "activation_gradients", self._tag(key, micro, True)))
+        self.comm.wait(works)
+        if self.replica_group is not None:
+            self._average_gradients()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, seen
+
+    @torch.no_grad()
+    def _average_gradients(self) -> None:
+        params = self.parameters
+        flat = torch.cat([p.grad.flatten() for p in params])
+        self.comm.all_reduce(flat, "gradients", group=self.replica_group)
+        flat /= self.layout.replicas
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    @torch.no_grad()
+    def correct_predictions(self, val: PatchSplit) -> tuple[float, float]:
+        """Replica 0 runs the validation split through its ranks; the loss rank counts."""
+        if self.replica != 0:
+            return 0.0, 0.0
+        correct = total = 0.0
+        works: list = []
+        for micro, start in enumerate(range(0, len(val), VALIDATION_CHUNK)):
+            index = np.arange(start, min(start + VALIDATION_CHUNK, len(val)))
+            inputs, labels = val.batch(index)
+            env, _, _ = self._forward(inputs, micro, "validation", works)
+            if LOGITS in env and self.producer[LOGITS] == self.local_rank:
+                correct += float((env[LOGITS].argmax(1) == labels).sum())
+                total += len(labels)
+        self.comm.wait(works)
+        return correct, total
+
+    def local_state(self) -> dict[str, torch.Tensor]:
+        """This rank's parameters, from replica 0 only (the replicas are equal)."""
+        if self.replica != 0:
+            return {}
+        return {k: p.detach().clone() for k, p in self.named.items()}
+
+
+def _patch_size(job: TrainJob) -> int:
+    from pipeline.data.dataset import PreparedDataset
+
+    return int(PreparedDataset.open(job.data_dir).manifest["patch_size"])
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    "data_parallel": DataParallelStrategy,
+    "branch_parallel": ModelParallelStrategy,
+    "pipeline_parallel": ModelParallelStrategy,
+    "hybrid": ModelParallelStrategy,
+}

@@ -1,0 +1,114 @@
+"""Every scheme on real Spark barrier tasks (TorchDistributor, gloo), against one process.
+
+Each configuration trains two steps once (module-scoped cache); the tests then check that the
+parameters equal single-process training and that the counted traffic equals the analytic one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.data.dataset import PreparedDataset
+from pipeline.model import ModelConfig
+from pipeline.training import ParallelSettings, TrainJob, TrainResult, fit, world_size
+from pipeline.training.strategies import build_model
+from pipeline.training.worker import train_worker
+
+from ..conftest import SMALL_PREPARE
+
+pytestmark = pytest.mark.slow
+
+STEPS = 2
+CONFIGS = {
+    "data_parallel": ParallelSettings(scheme="data_parallel", workers=2),
+    "data_parallel_fp16": ParallelSettings(scheme="data_parallel", workers=2,
+                                           gradient_compression="fp16"),
+    "branch_parallel_own_head": ParallelSettings(scheme="branch_parallel", head_placement="own"),
+    "pipeline_parallel_3_stages": ParallelSettings(scheme="pipeline_parallel",
+                                                   pipeline_stages=3, micro_batches=4),
+    "hybrid": ParallelSettings(scheme="hybrid", replicas=2, micro_batches=2),
+}
+EXACT = [name for name in CONFIGS if name != "data_parallel_fp16"]
+
+
+def job_for(prepared_dir: Path, parallel: ParallelSettings) -> TrainJob:
+    dataset = PreparedDataset.open(prepared_dir)
+    return TrainJob(
+        data_dir=str(prepared_dir),
+        model=ModelConfig(channels=dataset.channels, num_classes=len(dataset.class_names),
+                          branch_width=8, branch_depth=2, fusion_width=16),
+        batch_size=32, epochs=1, learning_rate=0.1, momentum=0.9, seed=5, max_steps=STEPS,
+        validate=False, parallel=parallel)
+
+
+@pytest.fixture(scope="module")
+def reference(prepared_dir: Path) -> TrainResult:
+    single = replace(job_for(prepared_dir, ParallelSettings(workers=1)))
+    return train_worker(single)
+
+
+@pytest.fixture(scope="module")
+def trained(spark: object, prepared_dir: Path) -> dict[str, TrainResult]:
+    return {name: fit(spark, job_for(prepared_dir, settings), SMALL_PREPARE.patch_size)
+            for name, settings in CONFIGS.items()}
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_scheme_computes_the_same_parameters_as_one_process(
+        name: str, trained: dict[str, TrainResult], reference: TrainResult,
+        prepared_dir: Path) -> None:
+    result = trained[name]
+    assert result.steps == reference.steps == STEPS
+    assert result.world_size == world_size(job_for(prepared_dir, CONFIGS[name]))
+    assert list(result.state_dict) == list(reference.state_dict)  # one ordinary state dict
+    for key, expected in reference.state_dict.items():
+        torch.testing.assert_close(result.state_dict[key], expected, rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, key=key: f"{name}, {key}: {m}")
+
+
+def test_training_moved_the_weights(reference: TrainResult, prepared_dir: Path) -> None:
+    initial = build_model(job_for(prepared_dir, CONFIGS["data_parallel"])).state_dict()
+    assert any(not torch.equal(initial[k], reference.state_dict[k]) for k in initial)
+
+
+def test_fp16_compression_stays_close_to_one_process(trained: dict[str, TrainResult],
+                                                     reference: TrainResult) -> None:
+    for key, expected in reference.state_dict.items():
+        torch.testing.assert_close(trained["data_parallel_fp16"].state_dict[key], expected,
+                                   rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_counted_bytes_equal_the_analytic_expectation(name: str,
+                                                      trained: dict[str, TrainResult]) -> None:
+    result = trained[name]
+    assert result.expected_bytes_per_step
+    for purpose, per_step in result.expected_bytes_per_step.items():
+        assert result.measured_bytes(purpose) == pytest.approx(per_step * STEPS, rel=1e-12), purpose
+    assert result.metrics()["traffic_ratio_measured_to_expected"] == pytest.approx(1.0)
+
+
+def test_fp16_halves_the_gradient_traffic(trained: dict[str, TrainResult]) -> None:
+    full = trained["data_parallel"].measured_bytes("gradients")
+    assert trained["data_parallel_fp16"].measured_bytes("gradients") == pytest.approx(full / 2)
+
+
+def test_every_worker_reports_its_figures(trained: dict[str, TrainResult]) -> None:
+    for name, result in trained.items():
+        assert sorted(w["rank"] for w in result.workers) == list(range(result.world_size)), name
+        assert len({w["pid"] for w in result.workers}) == result.world_size  # separate processes
+        assert all(w["cpu_s"] > 0 and w["peak_rss_mb"] > 0 for w in result.workers)
+
+
+def test_model_parallel_workers_hold_fewer_parameter_bytes(
+        trained: dict[str, TrainResult]) -> None:
+    replica = max(w["param_bytes"] for w in trained["data_parallel"].workers)
+    for name in ("branch_parallel_own_head", "pipeline_parallel_3_stages", "hybrid"):
+        assert max(w["param_bytes"] for w in trained[name].workers) < replica, name
+        parts = trained[name].workers
+        if name != "hybrid":  # every parameter is held exactly once
+            assert sum(w["param_bytes"] for w in parts) == replica
