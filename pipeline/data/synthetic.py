@@ -34,14 +34,15 @@ _REFLECTANCE = np.array([
     [0.120, 0.120, 0.130, 0.180],  # urban (optically close to bare soil)
     [0.140, 0.140, 0.160, 0.200],  # bare soil
 ])
-# Mean backscatter (linear power) per class for VV, VH.
+# Mean backscatter (linear power) per class for VV, VH. Forest and grassland (volume scattering)
+# are near-twins in SAR, and so are cropland and bare soil (rough surfaces): optical separates them.
 _BACKSCATTER = np.array([
-    [0.005, 0.001],  # water
-    [0.120, 0.030],  # forest
-    [0.040, 0.006],  # cropland
-    [0.090, 0.022],  # grassland
-    [0.500, 0.060],  # urban
-    [0.030, 0.004],  # bare soil
+    [0.005, 0.001],   # water
+    [0.100, 0.025],   # forest
+    [0.035, 0.0050],  # cropland
+    [0.096, 0.024],   # grassland
+    [0.500, 0.060],   # urban
+    [0.034, 0.0048],  # bare soil
 ])
 _SPECKLE_LOOKS = 4.0
 
