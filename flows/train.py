@@ -11,6 +11,7 @@ from flows._cli import run_stage
 from flows.layout import LAYOUT
 from pipeline.config import ModelParams, TrainParams, load_params
 from pipeline.data.dataset import PreparedDataset
+from pipeline.data.prepare import dataset_fingerprint
 from pipeline.model_store import save_model
 from pipeline.spark import spark_session
 from pipeline.tracking import RUN_FILE, log_training, run_reference, training_run
@@ -30,7 +31,8 @@ def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
                out: str = LAYOUT.models) -> dict:
     """Train on the prepared data in ``data``; write the model to ``out``; log an MLflow run."""
     config = load_params(params)
-    with training_run(config, run_name=config.train.scheme) as run:
+    with training_run(config, run_name=config.train.scheme,
+                      tags={"data_hash": dataset_fingerprint(data)}) as run:
         with spark_session(config.spark) as spark:
             job, result = train_on_spark(spark, config.train, config.model, data)
         save_model(Path(out), result.state_dict, job.model,
