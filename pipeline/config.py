@@ -136,7 +136,7 @@ class PrepareParams(_Section):
     min_class_samples: int = Field(
         3, ge=1, description="a class with fewer patches than this cannot be split: error")
     window_size: int = Field(
-        256, ge=16, le=8192, description="side of the scene windows read by one Spark task")
+        64, ge=16, le=8192, description="side of the scene windows read by one Spark task")
 
     @model_validator(mode="after")
     def _odd_patch(self) -> PrepareParams:

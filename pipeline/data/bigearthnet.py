@@ -276,7 +276,7 @@ def prepare_bigearthnet(raw_dir: Path, out_dir: Path, params: PrepareParams,
     Raises:
         DatasetError: a band is missing or unreadable, or a split ends up empty.
     """
-    raw_dir = Path(raw_dir)
+    raw_dir = Path(raw_dir).resolve()  # Spark workers may run in another directory
     index = json.loads((raw_dir / INDEX_FILE).read_text())
     pairs = index["pairs"]
     dropped = dict(index["dropped"])

@@ -397,7 +397,7 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
         DatasetError: inputs missing or inconsistent, bad values, or a split ends up empty.
             Nothing is written then.
     """
-    scene_dir = Path(scene_dir)
+    scene_dir = Path(scene_dir).resolve()  # Spark workers may run in another directory
     scene = SceneDescription.load(scene_dir)
     grid = check_scene(scene_dir, scene)
     windows = plan_windows(grid.height, grid.width, params.window_size)
