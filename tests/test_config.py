@@ -92,3 +92,16 @@ def test_flat_names_every_parameter_with_its_section() -> None:
     assert flat["train.batch_size"] == 64
     assert flat["prepare.split.test"] == 0.15
     assert flat["spark.master"] == "local[2]"
+
+
+def test_scene_source_needs_a_scene_section(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="source 'scene' needs an ingest.scene section"):
+        load_params(write(tmp_path, {"ingest": {"source": "scene"}}))
+
+
+def test_typo_inside_a_modality_suggests_the_key(tmp_path: Path) -> None:
+    scene = {"modalities": {"s2": {"path": "a.tif", "kind": "optical", "bands": ["B02"],
+                                   "resampeling": "nearest"}},
+             "labels": "l.tif", "classes": {1: "a", 2: "b"}}
+    with pytest.raises(ParamsError, match=r"modalities\.s2\.resampeling.*did you mean 'resampling'"):
+        load_params(write(tmp_path, {"ingest": {"source": "scene", "scene": scene}}))
