@@ -1,4 +1,9 @@
-"""Ingest stage: write the scene's modalities and labels as GeoTIFFs."""
+"""Ingest stage: the modalities and labels the pipeline learns from, chosen by ``ingest.source``.
+
+- ``synthetic``: the embedded, deterministic Sentinel-2 + Sentinel-1 scene (no user data needed);
+- ``scene``: the user's rasters (``ingest.scene``), aligned onto the label raster's grid;
+- ``bigearthnet``: BigEarthNet-MM S1 + S2 patch folders (the package's examples by default).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +14,37 @@ from prefect import flow, task
 from flows._cli import run_stage
 from flows.layout import LAYOUT
 from pipeline.config import load_params
+from pipeline.data.bigearthnet import ingest_bigearthnet
+from pipeline.data.ingest import ingest_scene
 from pipeline.data.synthetic import write_synthetic_scene
 
 
-@task(retries=2, retry_delay_seconds=[2, 5])
+@task(retries=2, retry_delay_seconds=[2, 5],
+      retry_condition_fn=lambda task, run, state: not isinstance(
+          state.result(raise_on_failure=False), ValueError))
 def write_scene(params_path: str, out_dir: str) -> dict:
-    """Generate the embedded synthetic scene into ``out_dir``."""
+    """Write the configured source into ``out_dir`` (relative paths: from the params' folder)."""
     params = load_params(params_path)
-    scene = write_synthetic_scene(params.ingest.synthetic, Path(out_dir))
+    ingest = params.ingest
+    base = Path(params_path).resolve().parent
+    if ingest.source == "bigearthnet":
+        index = ingest_bigearthnet(ingest.bigearthnet, base, Path(out_dir))
+        return {"source": "bigearthnet", "modalities": ["optical", "sar"],
+                "classes": len(index["classes"]), "pairs": len(index["pairs"])}
+    if ingest.source == "scene":
+        scene = ingest_scene(ingest.scene, base, Path(out_dir))
+    else:
+        scene = write_synthetic_scene(ingest.synthetic, Path(out_dir))
     return {"source": scene.source, "modalities": sorted(scene.modalities),
             "classes": len(scene.classes)}
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(params: str = LAYOUT.params, out: str = LAYOUT.raw) -> dict:
-    """Write the ingested scene to ``out``."""
+    """Write the ingested data to ``out``."""
     load_params(params)  # fail fast on bad params, before any task runs
     summary = write_scene(params, out)
-    print(f"ingested {summary['source']} scene: modalities {summary['modalities']}, "
+    print(f"ingested {summary['source']} data: modalities {summary['modalities']}, "
           f"{summary['classes']} classes -> {out}")
     return summary
 

@@ -8,23 +8,35 @@ from prefect import flow, task
 
 from flows._cli import run_stage
 from flows.layout import LAYOUT
+from prefect.cache_policies import NO_CACHE
+
 from pipeline.config import PrepareParams, load_params
+from pipeline.data.bigearthnet import is_bigearthnet, prepare_bigearthnet
 from pipeline.data.prepare import prepare_dataset
+from pipeline.data.scene import SceneDescription
+from pipeline.spark import spark_session
 
 
-@task
-def prepare_patches(raw: str, out: str, params: PrepareParams) -> dict:
-    """Cut and split the patches of the scene in ``raw`` into ``out``."""
-    return prepare_dataset(Path(raw), Path(out), params)
+@task(cache_policy=NO_CACHE)
+def prepare_patches(spark: object, raw: str, out: str, params: PrepareParams) -> dict:
+    """Cut and split the patches of the scene (or BigEarthNet patches) in ``raw`` into ``out``."""
+    if is_bigearthnet(Path(raw)):
+        return prepare_bigearthnet(Path(raw), Path(out), params, spark)
+    return prepare_dataset(Path(raw), Path(out), params, spark)
 
 
 @flow(name="prepare", log_prints=True)
 def prepare_flow(params: str = LAYOUT.params, raw: str = LAYOUT.raw,
                  out: str = LAYOUT.prepared) -> dict:
-    """Prepare the patch dataset of the scene in ``raw`` into ``out``."""
-    manifest = prepare_patches(raw, out, load_params(params).prepare)
-    print(f"prepared patches {manifest['split_sizes']} over classes {manifest['classes']} "
-          f"-> {out}")
+    """Prepare the patch dataset of the data in ``raw`` into ``out``; windows run on Spark."""
+    config = load_params(params)
+    if not is_bigearthnet(Path(raw)):
+        SceneDescription.load(Path(raw))  # fail fast, before Spark starts
+    with spark_session(config.spark) as spark:
+        manifest = prepare_patches(spark, raw, out, config.prepare)
+    print(f"prepared {manifest['task']} patches {manifest['split_sizes']} over "
+          f"{len(manifest['classes'])} classes, dropped {manifest['dropped_patches']}, "
+          f"fingerprint {manifest['fingerprint'][:19]}... -> {out}")
     return manifest["split_sizes"]
 
 

@@ -11,6 +11,7 @@ from flows._cli import run_stage
 from flows.layout import LAYOUT
 from pipeline.config import ModelParams, TrainParams, load_params
 from pipeline.data.dataset import PreparedDataset
+from pipeline.data.prepare import dataset_fingerprint
 from pipeline.model_store import save_model
 from pipeline.spark import spark_session
 from pipeline.tracking import RUN_FILE, log_training, run_reference, training_run
@@ -36,7 +37,8 @@ def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
     config = load_params(params).for_scheme(scheme)
     scheme = config.train.scheme
     out = out or LAYOUT.model_dir(scheme)
-    with training_run(config, run_name=scheme) as run:
+    with training_run(config, run_name=scheme,
+                      tags={"data_hash": dataset_fingerprint(data)}) as run:
         with spark_session(config.spark) as spark:
             job, result = train_on_spark(spark, config.train, config.model, data)
         save_model(Path(out), result.state_dict, job.model,

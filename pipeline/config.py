@@ -8,6 +8,8 @@ valid key suggested), because a typo that silently falls back to a default waste
 from __future__ import annotations
 
 import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,13 +34,76 @@ class SyntheticSceneParams(_Section):
     region_scale_px: float = Field(
         10.0, gt=0, description="spatial scale of land-cover regions; larger means bigger fields"
     )
+    cloud_fraction: float = Field(
+        0.3, ge=0, le=0.9, description="share of the optical image under cloud or cloud shadow"
+    )
+
+
+Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
+
+
+class ModalityParams(_Section):
+    """One modality of the user's scene: a multi-band GeoTIFF or a folder of single-band ones."""
+
+    path: str = Field(description="GeoTIFF, or folder of one GeoTIFF per band (name ends _BAND)")
+    kind: Literal["optical", "sar"]
+    bands: list[str] = Field(min_length=1, description="band names, in the file's band order")
+    resampling: Resampling = Field(
+        "bilinear", description="onto the reference grid (SAR is resampled in linear power)")
+    nodata: float | None = Field(None, description="overrides the file's nodata value")
+
+    @model_validator(mode="after")
+    def _unique_bands(self) -> ModalityParams:
+        if len(set(self.bands)) != len(self.bands):
+            raise ValueError(f"band names must be unique, got {self.bands}")
+        return self
+
+
+class SceneParams(_Section):
+    """The user's own rasters. Every modality is aligned to the label raster's grid."""
+
+    modalities: dict[str, ModalityParams] = Field(min_length=1)
+    labels: str = Field(description="label raster (single band of integer class codes)")
+    classes: dict[int, str] = Field(min_length=2, description="class code -> class name")
+    ignore_codes: list[int] = Field(default_factory=lambda: [0],
+                                    description="label codes that are not a class (no label)")
+
+
+class BigEarthNetParams(_Section):
+    """BigEarthNet-MM patch folders (Sentinel-1 + Sentinel-2), multi-label, 19 classes."""
+
+    s1_root: str | None = Field(None, description="BigEarthNet-S1 folder; unset: the examples "
+                                "shipped in the bigearthnet-common package")
+    s2_root: str | None = Field(None, description="BigEarthNet-S2 folder (unset with s1_root)")
+    s2_bands: list[str] = Field(
+        default_factory=lambda: ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11",
+                                 "B12"],
+        min_length=1, description="S2 bands, all resampled to size x size")
+    size: int = Field(120, ge=8, le=480, description="patch side after resampling, in pixels")
+    split: Literal["official", "random"] = Field(
+        "official", description="official train/val/test lists, or a seeded random split")
+
+    @model_validator(mode="after")
+    def _both_roots(self) -> BigEarthNetParams:
+        if (self.s1_root is None) != (self.s2_root is None):
+            raise ValueError("set both s1_root and s2_root, or neither (package examples)")
+        return self
 
 
 class IngestParams(_Section):
     """Where the modalities come from."""
 
-    source: Literal["synthetic"] = "synthetic"
+    source: Literal["synthetic", "scene", "bigearthnet"] = "synthetic"
     synthetic: SyntheticSceneParams = SyntheticSceneParams()
+    scene: SceneParams | None = None
+    bigearthnet: BigEarthNetParams = BigEarthNetParams()
+
+    @model_validator(mode="after")
+    def _scene_given(self) -> IngestParams:
+        if self.source == "scene" and self.scene is None:
+            raise ValueError("source 'scene' needs an ingest.scene section (modalities, labels, "
+                             "classes)")
+        return self
 
 
 class SplitFractions(_Section):
@@ -64,6 +129,14 @@ class PrepareParams(_Section):
     block_size: int = Field(32, ge=8, description="side of the spatial blocks of the split")
     split: SplitFractions = SplitFractions()
     seed: int = 0
+    label: Literal["centre", "majority"] = Field(
+        "centre", description="a patch's class: its centre pixel's, or the patch's majority")
+    max_nodata_fraction: float = Field(
+        0.1, ge=0, le=1, description="patches with more nodata pixels than this are dropped")
+    min_class_samples: int = Field(
+        3, ge=1, description="a class with fewer patches than this cannot be split: error")
+    window_size: int = Field(
+        64, ge=16, le=8192, description="side of the scene windows read by one Spark task")
 
     @model_validator(mode="after")
     def _odd_patch(self) -> PrepareParams:
@@ -260,11 +333,23 @@ def _params_error(path: Path, exc: ValidationError) -> ParamsError:
 
 def _valid_keys(loc: list[str]) -> list[str]:
     model: Any = Params
-    for part in loc:
+    parts = iter(loc)
+    for part in parts:
         field = model.model_fields.get(part)
-        if field is None or not isinstance(field.annotation, type):
+        if field is None:
             return []
-        model = field.annotation
-        if not issubclass(model, BaseModel):
+        annotation = _unwrap_optional(field.annotation)
+        if typing.get_origin(annotation) is dict:  # e.g. modalities: {name: ModalityParams}
+            annotation = typing.get_args(annotation)[1]
+            next(parts, None)  # skip the user's key
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
+        model = annotation
     return list(model.model_fields)
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation

@@ -111,3 +111,16 @@ def test_for_scheme_switches_the_scheme_and_rejects_unknown_ones() -> None:
     assert Params().for_scheme("hybrid").train.scheme == "hybrid"
     with pytest.raises(ParamsError, match="--scheme.*unknown scheme 'magic'"):
         Params().for_scheme("magic")
+
+
+def test_scene_source_needs_a_scene_section(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="source 'scene' needs an ingest.scene section"):
+        load_params(write(tmp_path, {"ingest": {"source": "scene"}}))
+
+
+def test_typo_inside_a_modality_suggests_the_key(tmp_path: Path) -> None:
+    scene = {"modalities": {"s2": {"path": "a.tif", "kind": "optical", "bands": ["B02"],
+                                   "resampeling": "nearest"}},
+             "labels": "l.tif", "classes": {1: "a", 2: "b"}}
+    with pytest.raises(ParamsError, match=r"modalities\.s2\.resampeling.*did you mean 'resampling'"):
+        load_params(write(tmp_path, {"ingest": {"source": "scene", "scene": scene}}))

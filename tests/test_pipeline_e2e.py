@@ -102,6 +102,9 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
     assert max(accuracies) - min(accuracies) <= 0.02
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert {o["path"] for o in lock["ingest"]["outs"]} == {"data/raw"}
+    manifest = json.loads((project / "data/prepared/manifest.json").read_text())
+    assert run.data.tags["data_hash"] == manifest["fingerprint"]  # the run names its data
+    assert (project / "data/prepared/preview.png").is_file()
 
 
 def test_after_dvc_repro_the_pipeline_is_up_to_date(project: Path) -> None:

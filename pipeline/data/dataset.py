@@ -14,13 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.prepare import MANIFEST_FILE, SPLITS
+from pipeline.data.prepare import MANIFEST_FILE, MULTI_LABEL, SINGLE_LABEL, SPLITS
 from pipeline.errors import DatasetError
 
 
 @dataclass(frozen=True)
 class PatchSplit:
-    """One split: normalised inputs per modality ``(N, C, h, w)`` and class indices ``(N,)``."""
+    """One split: normalised inputs per modality ``(N, C, h, w)`` and labels.
+
+    Labels are class indices ``(N,)`` int64 for a single-label task, multi-hot ``(N, classes)``
+    float32 for a multi-label one (``PreparedDataset.task``).
+    """
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
@@ -57,6 +61,16 @@ class PreparedDataset:
         return json.loads((self.root / MANIFEST_FILE).read_text())
 
     @property
+    def task(self) -> str:
+        """``"single_label"`` (one class per sample) or ``"multi_label"`` (multi-hot labels)."""
+        return str(self.manifest.get("task", SINGLE_LABEL))
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The content fingerprint of the prepared data (``manifest.json``), if recorded."""
+        return self.manifest.get("fingerprint")
+
+    @property
     def class_names(self) -> list[str]:
         """Class names, in class-index order."""
         return list(self.manifest["classes"])
@@ -77,5 +91,8 @@ class PreparedDataset:
                 mean = np.asarray(stats["mean"], dtype=np.float32)[None, :, None, None]
                 std = np.asarray(stats["std"], dtype=np.float32)[None, :, None, None]
                 inputs[modality] = torch.from_numpy((arrays[modality] - mean) / std)
-            labels = torch.from_numpy(arrays["label"].astype(np.int64))
+            if self.task == MULTI_LABEL:
+                labels = torch.from_numpy(arrays["label"].astype(np.float32))
+            else:
+                labels = torch.from_numpy(arrays["label"].astype(np.int64))
         return PatchSplit(inputs=inputs, labels=labels)

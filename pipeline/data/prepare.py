@@ -1,4 +1,10 @@
-"""Patches around labelled pixels, a spatially blocked split, and training-split statistics.
+"""Patches around labelled pixels, cut in windows by Spark tasks; a spatially blocked split.
+
+The scene is cut into square windows (``prepare.window_size``); each window is one task that
+reads its rasters with rasterio (a windowed read, with a halo of ``patch_size // 2`` pixels so the
+patches centred near the window's edge are whole) and returns the patches centred inside it. The
+driver gathers them, so a scene larger than memory is never read whole, and the result is the same
+for any window size (a test holds the two equal).
 
 The split is by spatial block, never by patch: neighbouring, overlapping patches in train and
 test would inflate accuracy. Normalisation statistics come from the training split only.
@@ -6,13 +12,20 @@ test would inflate accuracy. Normalisation statistics come from the training spl
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 from numpy.lib.stride_tricks import sliding_window_view
+from rasterio.windows import Window
 
 from pipeline.config import PrepareParams
 from pipeline.data.scene import SceneDescription
@@ -21,6 +34,9 @@ from pipeline.io import atomic_path
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
+PREVIEW_FILE = "preview.png"
+SINGLE_LABEL = "single_label"
+MULTI_LABEL = "multi_label"
 
 
 @dataclass(frozen=True)
@@ -31,8 +47,18 @@ class BandStats:
     std: list[float]
 
 
-def read_raster(path: Path) -> tuple[np.ndarray, dict]:
-    """Read all bands of a GeoTIFF as ``(bands, H, W)`` plus its grid.
+@dataclass(frozen=True)
+class Grid:
+    """The pixel grid of a raster: CRS, affine transform and size."""
+
+    crs: str
+    transform: list[float]
+    height: int
+    width: int
+
+
+def read_grid(path: Path) -> tuple[Grid, int, float | None]:
+    """The grid, band count and nodata value of the GeoTIFF at ``path`` (no pixels are read).
 
     Raises:
         DatasetError: the file is missing, unreadable or has no CRS.
@@ -41,16 +67,27 @@ def read_raster(path: Path) -> tuple[np.ndarray, dict]:
         raise DatasetError(path, "raster not found", "re-run the ingest stage")
     try:
         with rasterio.open(path) as src:
-            data = src.read()
-            grid = {"crs": src.crs.to_string() if src.crs else None,
-                    "transform": list(src.transform)[:6], "height": src.height,
-                    "width": src.width}
+            crs = src.crs.to_string() if src.crs else None
+            grid = Grid(crs=crs or "", transform=list(src.transform)[:6], height=src.height,
+                        width=src.width)
+            count, nodata = src.count, src.nodata
     except rasterio.errors.RasterioError as exc:
         raise DatasetError(path, f"unreadable raster ({exc})",
                            "check the file is a valid GeoTIFF; re-export or re-ingest it") from exc
-    if grid["crs"] is None:
+    if crs is None:
         raise DatasetError(path, "raster has no CRS", "assign a CRS (e.g. with gdal_edit.py -a_srs)")
-    return data, grid
+    return grid, count, nodata
+
+
+def read_raster(path: Path) -> tuple[np.ndarray, dict]:
+    """Read all bands of a GeoTIFF as ``(bands, H, W)`` plus its grid (small rasters only).
+
+    Raises:
+        DatasetError: the file is missing, unreadable or has no CRS.
+    """
+    grid, _, _ = read_grid(path)
+    with rasterio.open(path) as src:
+        return src.read(), grid.__dict__
 
 
 def to_features(data: np.ndarray, kind: str) -> np.ndarray:
@@ -74,21 +111,30 @@ def patch_centres(labels: np.ndarray, ignore: list[int], patch_size: int,
 
 def block_split(rows: np.ndarray, cols: np.ndarray, params: PrepareParams) -> np.ndarray:
     """Assign each patch centre to a split (0 train, 1 val, 2 test) by its spatial block."""
-    block_ids = (rows // params.block_size) * 1_000_003 + (cols // params.block_size)
-    unique = np.unique(block_ids)
+    block_ids = (rows.astype(np.int64) // params.block_size) * 1_000_003 + (
+        cols.astype(np.int64) // params.block_size)
+    return split_groups(block_ids, params)
+
+
+def split_groups(group_ids: np.ndarray, params: PrepareParams) -> np.ndarray:
+    """Assign groups (spatial blocks, patch names) to splits at random, seeded; per sample."""
+    unique, inverse = np.unique(group_ids, return_inverse=True)
     order = np.random.default_rng(params.seed).permutation(len(unique))
     fractions = np.cumsum([params.split.train, params.split.val, params.split.test])
     cut = np.round(fractions * len(unique)).astype(int)
-    block_split_of = np.searchsorted(cut, np.arange(len(unique)), side="right")
-    split_of_block = dict(zip(unique[order], block_split_of, strict=True))
-    return np.array([split_of_block[b] for b in block_ids], dtype=np.int8)
+    split_of_rank = np.searchsorted(cut, np.arange(len(unique)), side="right")
+    split_of_group = np.empty(len(unique), dtype=np.int8)
+    split_of_group[order] = split_of_rank
+    return split_of_group[inverse]
 
 
 def extract_patches(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                     patch_size: int) -> np.ndarray:
-    """Patches ``(N, bands, patch_size, patch_size)`` centred on ``rows, cols``."""
+    """Patches ``(N, bands, p, p)`` of ``(bands, H, W)`` (or ``(N, p, p)`` of ``(H, W)``)."""
     half = patch_size // 2
-    windows = sliding_window_view(image, (patch_size, patch_size), axis=(1, 2))
+    windows = sliding_window_view(image, (patch_size, patch_size), axis=(-2, -1))
+    if image.ndim == 2:
+        return np.ascontiguousarray(windows[rows - half, cols - half])
     return np.ascontiguousarray(windows[:, rows - half, cols - half].transpose(1, 0, 2, 3))
 
 
@@ -99,80 +145,489 @@ def band_stats(patches: np.ndarray) -> BandStats:
     return BandStats(mean=mean.tolist(), std=np.maximum(std, 1e-6).tolist())
 
 
-def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams) -> dict:
+# ---------------------------------------------------------------------------------------------
+# Windows: one Spark task each.
+
+
+def plan_windows(height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
+    """Core windows ``(row_off, col_off, height, width)`` tiling the scene, row-major."""
+    return [(r, c, min(size, height - r), min(size, width - c))
+            for r in range(0, height, size) for c in range(0, width, size)]
+
+
+def _window_centres(core: tuple[int, int, int, int], height: int, width: int,
+                    params: PrepareParams) -> tuple[np.ndarray, np.ndarray]:
+    """Centres of the scene's global stride grid that fall inside the core window."""
+    half, stride = params.patch_size // 2, params.stride
+    r0, c0, h, w = core
+
+    def axis(start: int, length: int, size: int) -> np.ndarray:
+        first = half + max(0, -(-(start - half) // stride)) * stride
+        return np.arange(first, min(start + length, size - half), stride)
+
+    rows, cols = np.meshgrid(axis(r0, h, height), axis(c0, w, width), indexing="ij")
+    return rows.ravel(), cols.ravel()
+
+
+def _read_valid(path: Path, band_names: list[str], window: Window
+                ) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """Bands in ``window`` and the valid-pixel mask (nodata and NaN-as-nodata are invalid).
+
+    Returns an error record instead of raising when a value is NaN or infinite (not nodata): an
+    exception would lose its type crossing back from a Spark task.
+    """
+    with rasterio.open(path) as src:
+        data = src.read(window=window)
+        nodata = src.nodata
+    valid = np.ones(data.shape, dtype=bool)
+    if nodata is not None:
+        valid &= ~np.isnan(data) if np.isnan(nodata) else data != nodata
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data) & valid
+        if bad.any():
+            band = int(np.argmax(bad.any(axis=(1, 2))))
+            return data, valid, {
+                "path": str(path),
+                "problem": f"band {band_names[band]} has {int(bad[band].sum())} NaN/inf values "
+                           f"in window rows {window.row_off}..{window.row_off + window.height}, "
+                           f"cols {window.col_off}..{window.col_off + window.width}",
+                "fix": "set the raster's nodata value to NaN (or mask those pixels) at the "
+                       "source, or fix the processing that produced them"}
+    return data, valid, None
+
+
+def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParams,
+                   core: tuple[int, int, int, int]) -> dict[str, Any]:
+    """Patches centred in the core window ``core``: one Spark task.
+
+    Returns plain arrays: per modality ``(n, bands, p, p)`` features, ``code`` (class code per
+    patch), ``row``/``col`` (scene coordinates of the centre); counts of dropped patches; label
+    codes seen that are in neither the class map nor the ignored codes; and ``error`` (``None``,
+    or the file, problem and fix of bad values).
+    """
+    root = Path(scene_dir)
+    with rasterio.open(root / scene.labels) as src:
+        height, width, label_nodata = src.height, src.width, src.nodata
+    half = params.patch_size // 2
+    r0, c0, h, w = core
+    top, left = max(0, r0 - half), max(0, c0 - half)
+    bottom, right = min(height, r0 + h + half), min(width, c0 + w + half)
+    window = Window(left, top, right - left, bottom - top)
+
+    with rasterio.open(root / scene.labels) as src:
+        labels = src.read(1, window=window).astype(np.int64)
+    ignore = list(scene.ignore_codes) + ([int(label_nodata)] if label_nodata is not None else [])
+    core_labels = labels[r0 - top:r0 - top + h, c0 - left:c0 - left + w]
+    seen = np.unique(core_labels)
+    unknown = sorted(set(seen.tolist()) - set(scene.classes) - set(ignore))
+
+    rows, cols = _window_centres(core, height, width, params)
+    lrows, lcols = rows - top, cols - left
+    keep = ~np.isin(labels[lrows, lcols], ignore) if len(rows) else np.zeros(0, bool)
+    rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
+
+    result: dict[str, Any] = {"unknown": unknown, "error": None, "dropped_nodata": 0,
+                              "dropped_nodata_by": {}, "pixels": int(h * w)}
+    invalid_any = np.zeros((bottom - top, right - left), dtype=bool)
+    features: dict[str, np.ndarray] = {}
+    invalid_by: dict[str, np.ndarray] = {}
+    for name, modality in scene.modalities.items():
+        data, valid, error = _read_valid(root / modality.path, modality.bands, window)
+        if error is not None:
+            if modality.source:
+                error["problem"] += f" (aligned from {modality.source})"
+            return result | {"error": error}
+        features[name] = to_features(np.where(valid, data, 1), modality.kind)
+        invalid_by[name] = ~valid.all(axis=0)
+        invalid_any |= invalid_by[name]
+
+    area = params.patch_size ** 2
+    drop = np.zeros(len(rows), dtype=bool)
+    for name, invalid in invalid_by.items():
+        fraction = extract_patches(invalid, lrows, lcols, params.patch_size).sum(axis=(1, 2)) / area
+        too_much = fraction > params.max_nodata_fraction
+        result["dropped_nodata_by"][name] = int(too_much.sum())
+        drop |= too_much
+    result["dropped_nodata"] = int(drop.sum())
+    keep = ~drop
+    rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
+
+    mask = extract_patches(invalid_any, lrows, lcols, params.patch_size)  # (n, p, p)
+    for name, image in features.items():
+        patches = extract_patches(image, lrows, lcols, params.patch_size)
+        if mask.any():
+            patches = _fill_invalid(patches, mask)
+        result[name] = patches.astype(np.float32, copy=False)
+    if params.label == "majority":
+        result["code"] = _majority(extract_patches(labels, lrows, lcols, params.patch_size),
+                                   labels[lrows, lcols], ignore)
+    else:
+        result["code"] = labels[lrows, lcols]
+    result["row"], result["col"] = rows.astype(np.int32), cols.astype(np.int32)
+    return result
+
+
+def _fill_invalid(patches: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """Replace nodata pixels by the mean of the patch's valid pixels, per band."""
+    valid = ~invalid[:, None]
+    count = np.maximum(valid.sum(axis=(2, 3)), 1)
+    mean = np.where(valid, patches, 0).sum(axis=(2, 3)) / count
+    return np.where(valid, patches, mean[:, :, None, None]).astype(np.float32)
+
+
+def _majority(patches: np.ndarray, centre: np.ndarray, ignore: list[int]) -> np.ndarray:
+    """The most frequent non-ignored code of each label patch (ties: the smallest code)."""
+    flat = patches.reshape(len(patches), -1)
+    codes, inverse = np.unique(flat, return_inverse=True)
+    counts = np.zeros((len(flat), len(codes)), dtype=np.int32)
+    np.add.at(counts, (np.repeat(np.arange(len(flat)), flat.shape[1]), inverse.ravel()), 1)
+    counts[:, np.isin(codes, ignore)] = 0
+    winner = codes[np.argmax(counts, axis=1)] if len(codes) else centre
+    return np.where(counts.max(axis=1, initial=0) > 0, winner, centre)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the windows: Spark tasks, or a plain loop; with a progress log.
+
+
+class ProgressLog:
+    """Prints done/total, rate and ETA, at most every ``every_s`` seconds (and at the end)."""
+
+    def __init__(self, what: str, total: int, unit: str, every_s: float = 2.0,
+                 printer: Callable[[str], None] = print) -> None:
+        self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
+        self.printer = printer
+        self.start = time.perf_counter()
+        self.last = -1e9
+
+    def update(self, done: int, extra: str = "") -> None:
+        """Report ``done`` of ``total``."""
+        now = time.perf_counter()
+        if now - self.last < self.every_s and done < self.total:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        self.printer(f"[{self.what}] {done}/{self.total} {self.unit} | {rate:,.1f} {self.unit}/s"
+                     f"{extra} | elapsed {elapsed:.1f}s, ETA {eta:.1f}s")
+
+
+def run_tasks(func: Callable[[Any], dict], items: list, spark: object | None,
+              progress: ProgressLog) -> list[dict]:
+    """``[func(x) for x in items]``, as one Spark task per item when ``spark`` is given."""
+    if spark is None:
+        out = []
+        for item in items:
+            out.append(func(item))
+            progress.update(len(out))
+        return out
+    sc = spark.sparkContext  # type: ignore[attr-defined]
+    group = f"prepare-{time.time_ns()}"
+    box: dict[str, Any] = {}
+
+    def collect() -> None:
+        try:
+            sc.setJobGroup(group, "prepare: patch extraction")
+            box["result"] = sc.parallelize(items, len(items)).map(func).collect()
+        except BaseException as exc:  # re-raised in the calling thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=collect, daemon=True)
+    thread.start()
+    tracker = sc.statusTracker()
+    while thread.is_alive():
+        thread.join(0.5)
+        done = 0
+        for job in tracker.getJobIdsForGroup(group):
+            info = tracker.getJobInfo(job)
+            for stage in (info.stageIds if info else []):
+                stage_info = tracker.getStageInfo(stage)
+                done += stage_info.numCompletedTasks if stage_info else 0
+        progress.update(min(done, len(items) - 1) if thread.is_alive() else len(items))
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage.
+
+
+def check_scene(scene_dir: Path, scene: SceneDescription) -> Grid:
+    """Every raster exists, is readable, has a CRS, the label raster's grid and its bands.
+
+    Raises:
+        DatasetError: naming the file and the fix.
+    """
+    grid, count, _ = read_grid(scene_dir / scene.labels)
+    if count != 1:
+        raise DatasetError(scene_dir / scene.labels, f"label raster has {count} bands",
+                           "use a single-band raster of class codes")
+    for modality in scene.modalities.values():
+        path = scene_dir / modality.path
+        mod_grid, bands, _ = read_grid(path)
+        if (mod_grid.height, mod_grid.width) != (grid.height, grid.width) or (
+                mod_grid.crs != grid.crs
+                or not np.allclose(mod_grid.transform, grid.transform)):
+            raise DatasetError(path, f"grid {mod_grid.height}x{mod_grid.width} "
+                               f"({mod_grid.crs}) differs from the label raster's "
+                               f"{grid.height}x{grid.width} ({grid.crs})",
+                               "resample all modalities to the label grid: ingest them with "
+                               "ingest.source: scene, which aligns them")
+        if bands != len(modality.bands):
+            raise DatasetError(path, f"{bands} bands, scene.json lists {len(modality.bands)}",
+                               "make scene.json's band list match the raster")
+    return grid
+
+
+def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
+                    spark: object | None = None) -> dict:
     """Cut, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
 
     ``out_dir`` receives ``train.npz``, ``val.npz``, ``test.npz`` (raw features per modality,
-    ``label`` as class index, ``row``/``col`` of the centre) and ``manifest.json`` (source files,
-    grid, bands, classes, split sizes and class counts, normalisation statistics).
+    ``label`` as class index, ``row``/``col`` of the centre), ``manifest.json`` (source files,
+    grid, bands, classes, split sizes and class counts, dropped patches, normalisation statistics,
+    content fingerprint) and ``preview.png``. With ``spark``, each window is a Spark task.
 
     Returns:
         The manifest.
 
     Raises:
-        DatasetError: inputs missing or inconsistent, or a split ends up empty.
+        DatasetError: inputs missing or inconsistent, bad values, or a split ends up empty.
+            Nothing is written then.
     """
+    scene_dir = Path(scene_dir).resolve()  # Spark workers may run in another directory
     scene = SceneDescription.load(scene_dir)
-    labels, grid = read_raster(scene_dir / scene.labels)
-    labels = labels[0]
-    features = {}
-    for name, modality in scene.modalities.items():
-        data, mod_grid = read_raster(scene_dir / modality.path)
-        if (mod_grid["height"], mod_grid["width"]) != labels.shape:
-            raise DatasetError(scene_dir / modality.path,
-                               f"grid {mod_grid['height']}x{mod_grid['width']} differs from the "
-                               f"label raster's {labels.shape[0]}x{labels.shape[1]}",
-                               "resample all modalities to the label grid")
-        if data.shape[0] != len(modality.bands):
-            raise DatasetError(scene_dir / modality.path,
-                               f"{data.shape[0]} bands, scene.json lists {len(modality.bands)}",
-                               "make scene.json's band list match the raster")
-        features[name] = to_features(data, modality.kind)
-
+    grid = check_scene(scene_dir, scene)
+    windows = plan_windows(grid.height, grid.width, params.window_size)
+    progress = ProgressLog("prepare", len(windows), "windows")
+    task = functools.partial(extract_window, str(scene_dir), scene, params)
+    results = run_tasks(task, windows, spark, progress)
+    arrays = gather_windows(results, scene, scene_dir)
     codes = sorted(scene.classes)
-    unknown = set(np.unique(labels).tolist()) - set(codes) - set(scene.ignore_codes)
-    if unknown:
-        raise DatasetError(scene_dir / scene.labels, f"label codes {sorted(unknown)} are not in "
-                           "the class map", "add them to the class map or to the ignored codes")
-    code_to_index = np.full(256, -1, dtype=np.int64)
-    code_to_index[codes] = np.arange(len(codes))
-
-    rows, cols = patch_centres(labels, scene.ignore_codes, params.patch_size, params.stride)
-    split = block_split(rows, cols, params)
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    for index, split_name in enumerate(SPLITS):
-        mask = split == index
-        if not mask.any():
-            raise DatasetError(scene_dir, f"the {split_name} split has no patches",
-                               "use a larger scene, a smaller prepare.block_size or "
-                               "a smaller prepare.stride")
-        arrays[split_name] = {
-            name: extract_patches(image, rows[mask], cols[mask], params.patch_size)
-            for name, image in features.items()
-        }
-        arrays[split_name] |= {"label": code_to_index[labels[rows[mask], cols[mask]]],
-                               "row": rows[mask], "col": cols[mask]}
-
-    stats = {name: band_stats(arrays["train"][name]).__dict__ for name in features}
-    class_names = [scene.classes[c] for c in codes]
+    index_of = {code: i for i, code in enumerate(codes)}
+    labels = np.array([index_of[c] for c in arrays.pop("code").tolist()], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(codes))
+    for code, count in zip(codes, counts, strict=True):
+        if 0 < count < params.min_class_samples:
+            raise DatasetError(scene_dir / scene.labels,
+                               f"class {code} ({scene.classes[code]}) has only {count} patches, "
+                               f"fewer than prepare.min_class_samples={params.min_class_samples}"
+                               ", too few to split", f"add code {code} to the ignored codes, "
+                               "merge it into another class, or lower prepare.stride")
+    split = block_split(arrays["row"], arrays["col"], params)
+    per_split = split_arrays(arrays | {"label": labels}, split, scene_dir,
+                             "use a larger scene, a smaller prepare.block_size or a smaller "
+                             "prepare.stride")
     manifest = {
+        "task": SINGLE_LABEL,
         "source": scene.source,
         "scene_files": {name: m.path for name, m in scene.modalities.items()}
         | {"labels": scene.labels},
-        "grid": grid,
+        "source_files": {name: m.source for name, m in scene.modalities.items() if m.source},
+        "grid": grid.__dict__,
         "modalities": {name: {"kind": m.kind, "bands": m.bands}
                        for name, m in scene.modalities.items()},
-        "classes": class_names,
+        "classes": [scene.classes[c] for c in codes],
         "class_codes": codes,
         "patch_size": params.patch_size,
-        "split_sizes": {s: int(len(arrays[s]["label"])) for s in SPLITS},
-        "class_counts": {s: np.bincount(arrays[s]["label"], minlength=len(codes)).tolist()
+        "label_rule": params.label,
+        "windows": len(windows),
+        "dropped_patches": {"nodata": int(sum(r["dropped_nodata"] for r in results))},
+        "split_sizes": {s: int(len(per_split[s]["label"])) for s in SPLITS},
+        "class_counts": {s: np.bincount(per_split[s]["label"], minlength=len(codes)).tolist()
                          for s in SPLITS},
-        "normalisation": stats,
     }
+    preview = functools.partial(scene_preview, scene_dir, scene)
+    return write_prepared(out_dir, per_split, manifest, preview)
+
+
+def gather_windows(results: list[dict], scene: SceneDescription, scene_dir: Path
+                   ) -> dict[str, np.ndarray]:
+    """Concatenate the windows' patches in scene order (row-major), checking their reports.
+
+    Raises:
+        DatasetError: NaN/inf values, label codes outside the class map, or no patch left.
+    """
+    for result in results:
+        if result["error"] is not None:
+            raise DatasetError(**result["error"])
+    unknown = sorted({c for r in results for c in r["unknown"]})
+    if unknown:
+        raise DatasetError(scene_dir / scene.labels, f"label codes {unknown} are not in the "
+                           "class map", "add them to the class map (ingest.scene.classes) or "
+                           "to the ignored codes (ingest.scene.ignore_codes)")
+    keys = [*scene.modalities, "code", "row", "col"]
+    arrays = {k: np.concatenate([r[k] for r in results if k in r]) for k in keys}
+    if len(arrays["code"]) == 0:
+        dropped = {name: sum(r["dropped_nodata_by"].get(name, 0) for r in results)
+                   for name in scene.modalities}
+        worst = max(dropped, key=dropped.get) if dropped else None
+        if worst is not None and dropped[worst] > 0:
+            raise DatasetError(scene_dir / scene.modalities[worst].path,
+                               f"all-nodata region: every labelled patch has more than the "
+                               f"allowed nodata ({dropped})", "check that the modality covers "
+                               "the labelled area, its nodata value, or raise "
+                               "prepare.max_nodata_fraction")
+        raise DatasetError(scene_dir / scene.labels, "no labelled pixel to cut a patch around",
+                           "check the label raster and the ignored codes")
+    order = np.lexsort((arrays["col"], arrays["row"]))
+    return {k: v[order] for k, v in arrays.items()}
+
+
+def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
+                 fix: str) -> dict[str, dict[str, np.ndarray]]:
+    """Per-sample arrays cut into the three splits; an empty split is an error."""
+    out = {}
+    for index, name in enumerate(SPLITS):
+        mask = split == index
+        if not mask.any():
+            raise DatasetError(where, f"the {name} split has no patches", fix)
+        out[name] = {k: v[mask] for k, v in arrays.items()}
+    return out
+
+
+def write_prepared(out_dir: Path, per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
+                   preview: Callable[[Path], None] | None = None) -> dict:
+    """Add training statistics and the fingerprint to ``manifest``; write it all atomically."""
+    modalities = list(manifest["modalities"])
+    manifest["normalisation"] = {m: band_stats(per_split["train"][m]).__dict__
+                                 for m in modalities}
+    manifest["fingerprint"] = fingerprint(per_split, manifest)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for split_name, data in arrays.items():
+        for split_name, data in per_split.items():
             np.savez(tmp / f"{split_name}.npz", **data)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if preview is not None:
+            preview(tmp / PREVIEW_FILE)
     return manifest
+
+
+def fingerprint(per_split: dict[str, dict[str, np.ndarray]], manifest: dict) -> str:
+    """sha256 over every array (name, dtype, shape, bytes) and the manifest (sans fingerprint).
+
+    Computed from contents, not file bytes: ``.npz`` files carry zip timestamps.
+    """
+    digest = hashlib.sha256()
+    for split_name in SPLITS:
+        for key in sorted(per_split[split_name]):
+            array = np.ascontiguousarray(per_split[split_name][key])
+            digest.update(f"{split_name}/{key}/{array.dtype.str}/{array.shape}".encode())
+            digest.update(array.tobytes())
+    rest = {k: v for k, v in manifest.items() if k != "fingerprint"}
+    digest.update(json.dumps(rest, sort_keys=True).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def dataset_fingerprint(prepared_dir: Path | str) -> str:
+    """The content fingerprint of a prepared dataset, recomputed from its files.
+
+    Equal to ``manifest.json``'s ``fingerprint`` when the files are intact; record it with a
+    model (MLflow tag ``data_hash``) to trace the model to its exact training data.
+
+    Raises:
+        DatasetError: a file is missing, or the files do not match the manifest's fingerprint.
+    """
+    root = Path(prepared_dir)
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise DatasetError(path, "prepared dataset file missing",
+                           "run the prepare stage (`dvc repro prepare`)")
+    manifest = json.loads(path.read_text())
+    per_split = {}
+    for split_name in SPLITS:
+        with np.load(root / f"{split_name}.npz") as data:
+            per_split[split_name] = dict(data)
+    value = fingerprint(per_split, manifest)
+    if manifest.get("fingerprint") not in (None, value):
+        raise DatasetError(root, "the split files do not match the manifest's fingerprint "
+                           "(modified after the prepare stage)",
+                           "re-run the prepare stage (`dvc repro prepare` or `dvc checkout`)")
+    return value
+
+
+def split_counts(labels: np.ndarray, num_classes: int) -> list[int]:
+    """Samples per class: class indices ``(N,)`` or multi-hot ``(N, K)`` (positives per class)."""
+    if labels.ndim == 2:
+        return labels.sum(axis=0).astype(int).tolist()
+    return np.bincount(labels, minlength=num_classes).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Preview.
+
+_CLASS_COLOURS = ["#1f4e99", "#1b7837", "#e6c229", "#98df8a", "#d62728", "#a6761d", "#9467bd",
+                  "#17becf", "#7f7f7f", "#ff7f0e", "#8c564b", "#e377c2"]
+
+
+def _stretch(image: np.ndarray) -> np.ndarray:
+    """Per-band 2-98 percentile stretch to [0, 1], ``(bands, H, W)`` -> ``(H, W, bands)``."""
+    out = np.empty(image.shape[1:] + image.shape[:1], dtype=np.float32)
+    for i, band in enumerate(image):
+        finite = band[np.isfinite(band)]
+        lo, hi = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
+        out[..., i] = np.clip((band - lo) / max(hi - lo, 1e-9), 0, 1)
+    return np.nan_to_num(out)
+
+
+def _decimated(path: Path, max_side: int = 512) -> np.ndarray:
+    with rasterio.open(path) as src:
+        scale = max(1, int(np.ceil(max(src.height, src.width) / max_side)))
+        shape = (src.count, src.height // scale, src.width // scale)
+        return src.read(out_shape=shape, masked=True).astype(np.float32).filled(np.nan)
+
+
+def scene_preview(scene_dir: Path, scene: SceneDescription, out: Path) -> None:
+    """An RGB composite, a SAR composite and the label map side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    panels = []
+    for modality in scene.modalities.values():
+        image = _decimated(scene_dir / modality.path)
+        if modality.kind == "optical":
+            idx = [modality.bands.index(b) if b in modality.bands else i
+                   for i, b in enumerate(["B04", "B03", "B02"])][:image.shape[0]]
+            rgb = _stretch(image[idx])
+            title = f"{modality.path}: RGB (B04, B03, B02)"
+        else:
+            db = 10 * np.log10(np.clip(image, 1e-6, None))
+            bands = [db[0], db[min(1, len(db) - 1)], db[0] - db[min(1, len(db) - 1)]]
+            rgb = _stretch(np.stack(bands))
+            title = f"{modality.path}: SAR ({'/'.join(modality.bands[:2])}, ratio) dB"
+        if rgb.shape[-1] < 3:
+            rgb = np.repeat(rgb[..., :1], 3, axis=-1)
+        panels.append((title, rgb))
+    labels = _decimated(scene_dir / scene.labels)[0]
+    codes = sorted(scene.classes)
+    index = np.full(labels.shape, np.nan)
+    for i, code in enumerate(codes):
+        index[labels == code] = i
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5 * (len(panels) + 1), 5.4))
+    for ax, (title, rgb) in zip(axes, panels, strict=False):
+        ax.imshow(rgb)
+        ax.set_title(title, fontsize=9)
+    cmap = ListedColormap([_CLASS_COLOURS[i % len(_CLASS_COLOURS)] for i in range(len(codes))])
+    axes[-1].imshow(index, cmap=cmap, vmin=-0.5, vmax=len(codes) - 0.5, interpolation="nearest")
+    axes[-1].set_title(f"{scene.labels}: classes", fontsize=9)
+    from matplotlib.patches import Patch
+
+    axes[-1].legend(handles=[Patch(color=cmap(i), label=f"{c} {scene.classes[c]}")
+                             for i, c in enumerate(codes)], fontsize=7, loc="lower right")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def iter_chunks(items: list, size: int) -> Iterator[list]:
+    """``items`` in consecutive chunks of ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+

@@ -19,11 +19,15 @@ SCENE_FILE = "scene.json"
 
 @dataclass(frozen=True)
 class Modality:
-    """One sensor's raster: its file (relative to the scene folder) and band names."""
+    """One sensor's raster: its file (relative to the scene folder) and band names.
+
+    ``source`` is the user's original file or folder it was aligned from (None when generated).
+    """
 
     path: str
     kind: Literal["optical", "sar"]
     bands: list[str]
+    source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Land cover comes in spatially coherent regions (smoothed random fields, arg-maxed), each class has a
 Sentinel-2-like reflectance signature and a Sentinel-1-like backscatter signature in linear power,
 with in-class variability and multiplicative speckle. Some classes are near-twins in one modality
-and distinct in the other, so the two modalities complement each other.
+and distinct in the other, and clouds with their shadows hide part of the optical image (SAR sees
+through them), so neither modality alone is enough: the two complement each other.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ _REFLECTANCE = np.array([
     [0.120, 0.120, 0.130, 0.180],  # urban (optically close to bare soil)
     [0.140, 0.140, 0.160, 0.200],  # bare soil
 ])
-# Mean backscatter (linear power) per class for VV, VH.
+# Mean backscatter (linear power) per class for VV, VH. Forest and grassland (volume scattering)
+# are near-twins in SAR, and so are cropland and bare soil (rough surfaces): optical separates them.
 _BACKSCATTER = np.array([
-    [0.005, 0.001],  # water
-    [0.120, 0.030],  # forest
-    [0.040, 0.006],  # cropland
-    [0.090, 0.022],  # grassland
-    [0.500, 0.060],  # urban
-    [0.030, 0.004],  # bare soil
+    [0.005, 0.001],   # water
+    [0.100, 0.025],   # forest
+    [0.035, 0.0050],  # cropland
+    [0.096, 0.024],   # grassland
+    [0.500, 0.060],   # urban
+    [0.034, 0.0048],  # bare soil
 ])
 _SPECKLE_LOOKS = 4.0
 
@@ -77,6 +79,35 @@ def sar_image(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (mean * np.clip(variation, 0.2, None) * speckle).astype(np.float32)
 
 
+def cloud_cover(shape: tuple[int, int], fraction: float, rng: np.random.Generator,
+                scale_px: float = 12.0, shadow_offset: tuple[int, int] = (7, 9)
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud opacity and shadow strength in [0, 1], shape ``(H, W)`` each.
+
+    About ``fraction`` of the scene is under cloud (two thirds) or shadow (one third): cumulus-like
+    blobs of a smoothed random field, with soft edges; the shadow is the cloud shifted by
+    ``shadow_offset`` pixels (sun elevation), where it is not itself under cloud.
+    """
+    if fraction <= 0:
+        return np.zeros(shape), np.zeros(shape)
+    field = gaussian_filter(rng.standard_normal(shape), scale_px, mode="wrap")
+    field /= field.std() + 1e-12
+    cloud_share = fraction * 2 / 3
+    core = np.quantile(field, 1 - cloud_share)
+    soft = 0.25
+    cloud = np.clip((field - core) / soft + 0.5, 0.0, 1.0)
+    shadow = np.roll(cloud, shadow_offset, axis=(0, 1)) * (1.0 - cloud)
+    return cloud, shadow
+
+
+def add_clouds(reflectance: np.ndarray, cloud: np.ndarray, shadow: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+    """Blend thick, bright clouds and dark shadows into reflectance ``(bands, H, W)``."""
+    top = 0.45 + 0.15 * gaussian_filter(rng.standard_normal(cloud.shape), 3.0)
+    cloudy = (1 - cloud) * reflectance + cloud * np.clip(top, 0.25, 0.8)[None]
+    return cloudy * (1.0 - 0.75 * shadow)[None]
+
+
 def write_synthetic_scene(params: SyntheticSceneParams, out_dir: Path) -> SceneDescription:
     """Generate the scene and write it atomically to ``out_dir``.
 
@@ -87,6 +118,9 @@ def write_synthetic_scene(params: SyntheticSceneParams, out_dir: Path) -> SceneD
     labels = land_cover(params, rng)
     optical = optical_image(labels, rng)
     sar = sar_image(labels, rng)
+    cloud, shadow = cloud_cover(labels.shape, params.cloud_fraction, rng)
+    optical = np.round(np.clip(add_clouds(optical / 10000.0, cloud, shadow, rng), 0.0001, 1.0)
+                       * 10000).astype(np.uint16)
 
     profile = {
         "driver": "GTiff",

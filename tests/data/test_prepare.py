@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from pipeline.config import PrepareParams
 from pipeline.data.dataset import PreparedDataset
-from pipeline.data.prepare import SPLITS, prepare_dataset, to_features
+from pipeline.data.prepare import SPLITS, dataset_fingerprint, prepare_dataset, to_features
 from pipeline.errors import DatasetError
 
 from ..conftest import SMALL_PREPARE
@@ -122,3 +123,135 @@ def test_failed_run_leaves_previous_output_untouched(scene_dir: Path, prepared_d
         prepare_dataset(raw, out, SMALL_PREPARE)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# --- windows, nodata, bad values, lineage --------------------------------------------------
+
+
+def test_any_window_size_gives_the_whole_scene_extraction(scene_dir: Path, tmp_path: Path) -> None:
+    whole = prepare_dataset(scene_dir, tmp_path / "whole", SMALL_PREPARE.model_copy(
+        update={"window_size": 4096}))
+    tiled = prepare_dataset(scene_dir, tmp_path / "tiled", SMALL_PREPARE.model_copy(
+        update={"window_size": 20}))
+    assert tiled["windows"] == 25 and whole["windows"] == 1
+    for split in SPLITS:
+        a, b = load_split(tmp_path / "whole", split), load_split(tmp_path / "tiled", split)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert whole["fingerprint"] != tiled["fingerprint"]  # the manifest records the windows
+
+
+@pytest.mark.slow
+def test_spark_tasks_give_the_in_memory_extraction(scene_dir: Path, tmp_path: Path,
+                                                   spark: object) -> None:
+    params = SMALL_PREPARE.model_copy(update={"window_size": 32})
+    local = prepare_dataset(scene_dir, tmp_path / "local", params)
+    on_spark = prepare_dataset(scene_dir, tmp_path / "spark", params, spark)
+    assert on_spark["fingerprint"] == local["fingerprint"]
+    whole = SMALL_PREPARE.model_copy(update={"window_size": 4096})
+    prepare_dataset(scene_dir, tmp_path / "whole", whole)
+    for split in SPLITS:
+        a, b = load_split(tmp_path / "whole", split), load_split(tmp_path / "spark", split)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_fingerprint_is_stable_and_recomputable(prepared_dir: Path, tmp_path: Path,
+                                                scene_dir: Path) -> None:
+    manifest = json.loads((prepared_dir / "manifest.json").read_text())
+    assert dataset_fingerprint(prepared_dir) == manifest["fingerprint"]
+    again = prepare_dataset(scene_dir, tmp_path / "again", SMALL_PREPARE)
+    assert again["fingerprint"] == manifest["fingerprint"]
+    assert PreparedDataset.open(prepared_dir).fingerprint == manifest["fingerprint"]
+
+
+def test_tampered_split_fails_the_fingerprint(prepared_dir: Path, tmp_path: Path) -> None:
+    out = Path(shutil.copytree(prepared_dir, tmp_path / "prepared"))
+    data = load_split(out, "test")
+    data["label"][:5] = 0
+    np.savez(out / "test.npz", **data)
+    with pytest.raises(DatasetError, match="do not match the manifest's fingerprint"):
+        dataset_fingerprint(out)
+
+
+def test_preview_png_is_written(prepared_dir: Path) -> None:
+    png = (prepared_dir / "preview.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_single_label_task_is_recorded(prepared_dir: Path) -> None:
+    dataset = PreparedDataset.open(prepared_dir)
+    assert dataset.task == "single_label"
+    assert dataset.split("val").labels.dtype == torch.int64
+
+
+def set_nodata(path: Path, rows: slice, cols: slice, value: float | None = None) -> None:
+    with rasterio.open(path, "r+") as dst:
+        data = dst.read()
+        fill = dst.nodata if value is None else value
+        data[:, rows, cols] = fill
+        dst.write(data)
+
+
+def test_patches_with_too_much_nodata_are_dropped_and_counted(scene_dir: Path,
+                                                              tmp_path: Path) -> None:
+    raw = copy_scene(scene_dir, tmp_path)
+    set_nodata(raw / "optical.tif", slice(0, 30), slice(0, 30))  # optical nodata = 0
+    manifest = prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
+    assert manifest["dropped_patches"]["nodata"] > 50
+    for split in SPLITS:
+        data = load_split(tmp_path / "out", split)
+        inside = (data["row"] < 30 - 3 - 1) & (data["col"] < 30 - 3 - 1)
+        assert not inside.any()  # patches fully under nodata are gone
+        assert np.isfinite(data["optical"]).all()
+
+
+def test_nan_values_name_the_file_and_band(scene_dir: Path, tmp_path: Path) -> None:
+    raw = copy_scene(scene_dir, tmp_path)
+    set_nodata(raw / "sar.tif", slice(40, 42), slice(40, 42), value=np.nan)
+    with pytest.raises(DatasetError, match=r"sar\.tif: band VV has 4 NaN/inf values.*nodata"):
+        prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
+    assert not (tmp_path / "out").exists()
+
+
+def test_inf_values_are_reported(scene_dir: Path, tmp_path: Path) -> None:
+    raw = copy_scene(scene_dir, tmp_path)
+    set_nodata(raw / "sar.tif", slice(5, 6), slice(5, 6), value=np.inf)
+    with pytest.raises(DatasetError, match=r"sar\.tif: band VV has 1 NaN/inf values"):
+        prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
+
+
+def test_all_nodata_region_is_an_error(scene_dir: Path, tmp_path: Path) -> None:
+    raw = copy_scene(scene_dir, tmp_path)
+    set_nodata(raw / "optical.tif", slice(None), slice(None))
+    with pytest.raises(DatasetError, match=r"optical\.tif: all-nodata region"):
+        prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_with_too_few_samples_is_an_error(scene_dir: Path, tmp_path: Path) -> None:
+    raw = copy_scene(scene_dir, tmp_path)
+    with rasterio.open(raw / "labels.tif", "r+") as dst:
+        labels = dst.read(1)
+        labels[labels == 6] = 5
+        labels[48, 48] = 6  # one pixel of bare soil, on the stride grid
+        dst.write(labels, 1)
+    with pytest.raises(DatasetError, match=r"labels\.tif: class 6 \(bare_soil\) has only 1 "
+                                           r"patches.*too few to split.*ignored codes"):
+        prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
+
+
+def test_majority_label_rule(scene_dir: Path, tmp_path: Path) -> None:
+    params = SMALL_PREPARE.model_copy(update={"label": "majority"})
+    manifest = prepare_dataset(scene_dir, tmp_path / "out", params)
+    with rasterio.open(scene_dir / "labels.tif") as src:
+        labels = src.read(1)
+    half = params.patch_size // 2
+    data = load_split(tmp_path / "out", "train")
+    for i in range(0, len(data["label"]), 53):
+        r, c = data["row"][i], data["col"][i]
+        window = labels[r - half:r + half + 1, c - half:c + half + 1]
+        counts = np.bincount(window.ravel(), minlength=7)
+        counts[0] = 0
+        assert manifest["class_codes"][data["label"][i]] == int(np.argmax(counts))

@@ -1,0 +1,189 @@
+"""Scene mode: the user's own rasters, aligned onto one reference grid with ``rasterio.warp``.
+
+Each modality is a multi-band GeoTIFF or a folder of single-band GeoTIFFs (one per band, the file
+name ending in ``_<BAND>.tif`` or being ``<BAND>.tif``). The label raster's grid is the reference:
+every modality is reprojected onto it with its own resampling method (SAR in linear power, as
+delivered by Sentinel-1 GRD; a mean of decibels would be biased), labels are never resampled. The
+result is a scene folder in the ``scene.json`` contract that the prepare stage reads.
+
+Reprojection goes band by band through GDAL's chunked warper (``rasterio.band`` in, ``rasterio.band``
+out), so a modality never has to fit in memory here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.warp import reproject, transform_bounds
+
+from pipeline.config import ModalityParams, SceneParams
+from pipeline.data.scene import Modality, SceneDescription
+from pipeline.errors import DatasetError
+from pipeline.io import atomic_path
+
+LABELS_FILE = "labels.tif"
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """One band of the user's data: a file and the 1-based band index inside it."""
+
+    path: Path
+    index: int
+
+
+def resolve_bands(name: str, modality: ModalityParams, base: Path) -> list[BandSource]:
+    """The file and band index of every band of ``modality``, checked against ``params.yaml``.
+
+    Raises:
+        DatasetError: the path is missing, the folder lacks a band, or the band count differs.
+    """
+    path = (base / modality.path).resolve()
+    field = f"ingest.scene.modalities.{name}"
+    if path.is_dir():
+        tifs = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        out = []
+        for band in modality.bands:
+            matches = [p for p in tifs if p.stem == band or p.stem.endswith(f"_{band}")]
+            if len(matches) != 1:
+                found = ", ".join(p.name for p in tifs) or "no GeoTIFFs"
+                raise DatasetError(path, f"band {band} of {field}: expected one file named "
+                                   f"'{band}.tif' or '*_{band}.tif', found {found}",
+                                   f"put one single-band GeoTIFF per band in the folder, or fix "
+                                   f"{field}.bands in params.yaml")
+            out.append(BandSource(matches[0], 1))
+        for source in out:
+            count = _band_count(source.path)
+            if count != 1:
+                raise DatasetError(source.path, f"{count} bands in a per-band file of {field}",
+                                   "use single-band GeoTIFFs in a band folder, or point "
+                                   f"{field}.path at the multi-band file")
+        return out
+    count = _band_count(path)
+    if count != len(modality.bands):
+        raise DatasetError(path, f"{count} bands, but params.yaml {field}.bands lists "
+                           f"{len(modality.bands)} ({modality.bands})",
+                           f"list exactly the file's {count} bands in {field}.bands")
+    return [BandSource(path, i) for i in range(1, count + 1)]
+
+
+def _band_count(path: Path) -> int:
+    """Open ``path`` to check that it is a georeferenced raster; its number of bands."""
+    if not path.exists():
+        raise DatasetError(path, "raster not found", "fix the path in params.yaml (ingest.scene), "
+                           "relative to the project root")
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise DatasetError(path, "raster has no CRS", "assign one, e.g. "
+                                   "`gdal_edit.py -a_srs EPSG:32633 FILE`, or re-export it "
+                                   "georeferenced")
+            return src.count
+    except rasterio.errors.RasterioError as exc:
+        raise DatasetError(path, f"unreadable raster ({exc})", "check that the file is a valid "
+                           "GeoTIFF; re-download or re-export it") from exc
+
+
+def _check_overlap(path: Path, src: rasterio.DatasetReader, ref: rasterio.DatasetReader,
+                   labels_path: Path) -> None:
+    left, bottom, right, top = transform_bounds(src.crs, ref.crs, *src.bounds, densify_pts=21)
+    r_left, r_bottom, r_right, r_top = ref.bounds
+    if left >= r_right or right <= r_left or bottom >= r_top or top <= r_bottom:
+        raise DatasetError(path, f"does not overlap the label raster {labels_path.name} "
+                           f"(bounds {tuple(round(v) for v in (left, bottom, right, top))} vs "
+                           f"{tuple(round(v) for v in ref.bounds)} in {ref.crs})",
+                           "use rasters of the same area, or check their CRS")
+
+
+def ingest_scene(params: SceneParams, base: Path, out_dir: Path) -> SceneDescription:
+    """Align the user's modalities onto the label raster's grid; write a scene folder atomically.
+
+    Args:
+        params: ``ingest.scene`` of ``params.yaml``.
+        base: folder that relative paths in ``params`` are relative to (the project root).
+        out_dir: receives ``<modality>.tif`` per modality, ``labels.tif`` and ``scene.json``.
+
+    Raises:
+        DatasetError: a file is missing, unreadable or has no CRS, a band count differs from
+            ``params.yaml``, or a modality does not overlap the label raster. Nothing is written.
+    """
+    base = Path(base)
+    labels_path = (base / params.labels).resolve()
+    _band_count(labels_path)
+    bands = {name: resolve_bands(name, m, base) for name, m in params.modalities.items()}
+    with rasterio.open(labels_path) as ref:
+        if ref.count != 1:
+            raise DatasetError(labels_path, f"label raster has {ref.count} bands",
+                               "use a single-band raster of class codes")
+        if np.dtype(ref.dtypes[0]).kind not in "iu":
+            raise DatasetError(labels_path, f"label raster has data type {ref.dtypes[0]}",
+                               "use integer class codes (e.g. uint8/uint16)")
+        for name, sources in bands.items():
+            for source in sources:
+                with rasterio.open(source.path) as src:
+                    _check_overlap(source.path, src, ref, labels_path)
+        profile = {"driver": "GTiff", "height": ref.height, "width": ref.width, "crs": ref.crs,
+                   "transform": ref.transform, "tiled": True, "blockxsize": 256,
+                   "blockysize": 256, "compress": "deflate"}
+        if ref.width < 256 or ref.height < 256:
+            profile |= {"tiled": False}
+            profile.pop("blockxsize"), profile.pop("blockysize")
+        modalities = {}
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir()
+            _copy_labels(ref, tmp / LABELS_FILE, profile)
+            for name, modality in params.modalities.items():
+                _warp_modality(bands[name], modality, tmp / f"{name}.tif", profile)
+                modalities[name] = Modality(path=f"{name}.tif", kind=modality.kind,
+                                            bands=list(modality.bands),
+                                            source=str((base / modality.path).resolve()))
+            description = SceneDescription(
+                modalities=modalities, labels=LABELS_FILE, classes=dict(params.classes),
+                ignore_codes=list(params.ignore_codes), source="scene")
+            description.save(tmp)
+    return description
+
+
+def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict) -> None:
+    with rasterio.open(dst_path, "w", count=1, dtype=ref.dtypes[0], nodata=ref.nodata,
+                       **profile) as dst:
+        for _, window in ref.block_windows(1):
+            dst.write(ref.read(1, window=window), 1, window=window)
+
+
+def _warp_modality(sources: list[BandSource], modality: ModalityParams, dst_path: Path,
+                   profile: dict) -> None:
+    """Reproject every band onto the reference grid; outside the source it is nodata."""
+    with rasterio.open(sources[0].path) as first:
+        dtype = first.dtypes[sources[0].index - 1]
+        src_nodata = modality.nodata if modality.nodata is not None else first.nodata
+    dst_nodata = src_nodata
+    if dst_nodata is None:  # pixels outside the source need a value that says so
+        dst_nodata = float("nan") if np.dtype(dtype).kind == "f" else 0
+    with rasterio.open(dst_path, "w", count=len(sources), dtype=dtype, nodata=dst_nodata,
+                       **profile) as dst:
+        for index, (source, band) in enumerate(zip(sources, modality.bands, strict=True), 1):
+            with rasterio.open(source.path) as src:
+                nodata = modality.nodata if modality.nodata is not None else src.nodata
+                if modality.kind == "sar":
+                    _check_linear_power(src, source, band)
+                reproject(source=rasterio.band(src, source.index),
+                          destination=rasterio.band(dst, index),
+                          src_nodata=nodata, dst_nodata=dst_nodata,
+                          resampling=Resampling[modality.resampling])
+            dst.set_band_description(index, band)
+
+
+def _check_linear_power(src: rasterio.DatasetReader, source: BandSource, band: str) -> None:
+    """SAR must be linear power: negative values mean decibels (a sample of windows is read)."""
+    for _, window in list(src.block_windows(source.index))[:16]:
+        data = src.read(source.index, window=window, masked=True)
+        if np.ma.count(data) and float(np.ma.min(data)) < 0:
+            raise DatasetError(source.path, f"band {band} has negative values: SAR must be in "
+                               "linear power, this looks like decibels",
+                               "convert to linear power (10 ** (dB / 10)) before ingesting")
+
