@@ -15,9 +15,9 @@ from pipeline.tracking import log_evaluation, read_run_reference, resumed_run
 
 
 @task
-def compute_metrics(model: str, data: str) -> dict[str, float]:
+def compute_metrics(model: str, data: str, threshold: float) -> dict[str, float]:
     """Metrics of the model in ``model`` on the test split of ``data``."""
-    return evaluate_model(Path(model), Path(data))
+    return evaluate_model(Path(model), Path(data), threshold=threshold)
 
 
 @flow(name="evaluate", log_prints=True)
@@ -27,7 +27,7 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
     """Evaluate, write ``metrics`` (JSON) and log the metrics to the model's MLflow run."""
     config = load_params(params)
     with resumed_run(read_run_reference(Path(model)), config.tracking):
-        results = compute_metrics(model, data)
+        results = compute_metrics(model, data, config.evaluate.threshold)
         log_evaluation(results)
         write_json(metrics, results)
     print("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))

@@ -243,6 +243,13 @@ class TrackingParams(_Section):
     experiment: str = "landcover-synthetic"
 
 
+class EvaluateParams(_Section):
+    """How predictions are scored."""
+
+    threshold: float = Field(0.5, gt=0, lt=1,
+                             description="multi-label: a class is predicted when sigmoid > this")
+
+
 class Params(_Section):
     """Every parameter of the pipeline, grouped by stage as in ``params.yaml``."""
 
@@ -252,6 +259,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     spark: SparkParams = SparkParams()
     tracking: TrackingParams = TrackingParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="after")
     def _stages_fit_the_model(self) -> Params:

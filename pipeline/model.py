@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from pipeline.objective import SINGLE_LABEL, TASKS, decide
+
 Activations = dict[str, torch.Tensor]
 
 
@@ -29,10 +31,13 @@ class ModelConfig:
     branch_width: int = 16
     branch_depth: int = 2
     fusion_width: int = 64
+    task: str = SINGLE_LABEL
 
     def __post_init__(self) -> None:
         if not self.channels:
             raise ValueError("ModelConfig.channels needs at least one modality")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
 
@@ -159,11 +164,17 @@ def _block_fn(block: nn.Module, source: str, target: str,
 
 
 @torch.no_grad()
-def predict(model: MultimodalCNN, inputs: dict[str, torch.Tensor],
-            batch_size: int = 1024) -> torch.Tensor:
-    """Class indices for every sample of ``inputs``, in batches."""
+def logits_of(model: MultimodalCNN, inputs: dict[str, torch.Tensor],
+              batch_size: int = 1024) -> torch.Tensor:
+    """Logits ``(N, num_classes)`` for every sample of ``inputs``, in batches."""
     model.eval()
     total = next(iter(inputs.values())).shape[0]
-    out = [model({k: v[i:i + batch_size] for k, v in inputs.items()}).argmax(1)
+    out = [model({k: v[i:i + batch_size] for k, v in inputs.items()})
            for i in range(0, total, batch_size)]
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    return torch.cat(out) if out else torch.empty(0, model.config.num_classes)
+
+
+def predict(model: MultimodalCNN, inputs: dict[str, torch.Tensor], batch_size: int = 1024,
+            threshold: float = 0.5) -> torch.Tensor:
+    """Decisions for every sample: class indices, or multi-hot rows for a multi-label model."""
+    return decide(logits_of(model, inputs, batch_size), model.config.task, threshold)

@@ -9,33 +9,41 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.tracking import read_run_reference
 
-COLUMNS = ["scheme", "workers", "train s", "samples/s", "KB sent/step", "max param KB",
-           "overall acc", "kappa", "macro F1"]
+TRAINING_COLUMNS = [  # (header, MLflow metric, scale, format)
+    ("workers", "world_size", 1, "{:.0f}"),
+    ("train s", "training_time_s", 1, "{:.1f}"),
+    ("samples/s", "samples_per_s", 1, "{:,.0f}"),
+    ("KB sent/step", "bytes_sent_per_step", 1 / 1024, "{:,.1f}"),
+    ("max param KB", "max_worker_param_bytes", 1 / 1024, "{:,.1f}"),
+]
+QUALITY_COLUMNS = {  # by task: (header, metrics-file key)
+    "single_label": [("overall acc", "overall_accuracy"), ("kappa", "kappa"),
+                     ("macro F1", "macro_f1")],
+    "multi_label": [("micro F1", "micro_f1"), ("macro F1", "macro_f1"),
+                    ("mAP", "mean_average_precision")],
+}
 
 
-def scheme_row(scheme: str, metrics_file: Path, model_dir: Path, tracking_uri: str) -> list[str]:
-    """One row of the results table, from the scheme's metrics file and MLflow run."""
+def results_table(schemes: list[str], metrics_dir: Path, models_dir: Path,
+                  tracking_uri: str) -> str:
+    """One row per scheme: training figures from its MLflow run, test metrics from its file."""
     import mlflow
 
-    metrics = json.loads(metrics_file.read_text())
-    run = mlflow.MlflowClient(tracking_uri).get_run(read_run_reference(model_dir)["run_id"])
-    logged = run.data.metrics
-    return [
-        scheme, f"{logged.get('world_size', float('nan')):.0f}",
-        f"{logged.get('training_time_s', float('nan')):.1f}",
-        f"{logged.get('samples_per_s', float('nan')):,.0f}",
-        f"{logged.get('bytes_sent_per_step', float('nan')) / 1024:,.1f}",
-        f"{logged.get('max_worker_param_bytes', float('nan')) / 1024:,.1f}",
-        f"{metrics['overall_accuracy']:.3f}", f"{metrics['kappa']:.3f}",
-        f"{metrics['macro_f1']:.3f}",
-    ]
-
-
-def format_table(rows: list[list[str]]) -> str:
-    """Left-aligned columns under :data:`COLUMNS`."""
-    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+    client = mlflow.MlflowClient(tracking_uri)
+    files = {s: json.loads((metrics_dir / f"{s}.json").read_text()) for s in schemes}
+    task = "multi_label" if any("micro_f1" in m for m in files.values()) else "single_label"
+    header = ["scheme", *(c[0] for c in TRAINING_COLUMNS), *(c[0] for c in QUALITY_COLUMNS[task])]
+    rows = [header]
+    for scheme in schemes:
+        logged = client.get_run(read_run_reference(models_dir / scheme)["run_id"]).data.metrics
+        rows.append([scheme]
+                    + [fmt.format(logged.get(key, float("nan")) * scale)
+                       for _, key, scale, fmt in TRAINING_COLUMNS]
+                    + [f"{files[scheme].get(key, float('nan')):.3f}"
+                       for _, key in QUALITY_COLUMNS[task]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [COLUMNS, *rows])
+                     for r in rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,11 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="models", help="folder of <scheme>/ model folders")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    rows = [scheme_row(s, Path(args.metrics) / f"{s}.json", Path(args.models) / s,
-                       params.tracking.uri) for s in params.train.compare]
     print(f"\nResults of the latest pipeline run (MLflow store {params.tracking.uri}, experiment "
           f"{params.tracking.experiment}):\n")
-    print(format_table(rows))
+    print(results_table(params.train.compare, Path(args.metrics), Path(args.models),
+                        params.tracking.uri))
     print("\nCompare runs in the MLflow UI: `make ui`, then open http://127.0.0.1:5000")
 
 

@@ -30,13 +30,12 @@ from rasterio.windows import Window
 from pipeline.config import PrepareParams
 from pipeline.data.scene import SceneDescription
 from pipeline.errors import DatasetError
+from pipeline.objective import MULTI_LABEL, SINGLE_LABEL  # noqa: F401 (re-exported)
 from pipeline.io import atomic_path
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
 PREVIEW_FILE = "preview.png"
-SINGLE_LABEL = "single_label"
-MULTI_LABEL = "multi_label"
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.data.dataset import PatchSplit
 from pipeline.model import LOGITS, MultimodalCNN, input_key, predict
+from pipeline.objective import correct_and_total, decide, per_sample_loss
 from pipeline.training.batches import shard
 from pipeline.training.comm import Comm
 from pipeline.training.job import TrainJob
@@ -112,12 +112,13 @@ class DataParallelStrategy(Strategy):
         inputs, labels = train.batch(shard(batch, self.rank, self.world_size))
         self.optimizer.zero_grad(set_to_none=True)
         local_sgd = self.job.parallel.sync_every > 1 and self.world_size > 1
+        task = self.job.model.task
         if local_sgd:
             with self.net.no_sync():
-                loss = F.cross_entropy(self.net(inputs), labels)
+                loss = per_sample_loss(self.net(inputs), labels, task).mean()
                 loss.backward()
         else:
-            loss = F.cross_entropy(self.net(inputs), labels)
+            loss = per_sample_loss(self.net(inputs), labels, task).mean()
             loss.backward()
         self.optimizer.step()
         self.steps += 1
@@ -139,7 +140,7 @@ class DataParallelStrategy(Strategy):
         """Rank 0 evaluates its replica; the others count nothing."""
         if self.rank != 0:
             return 0.0, 0.0
-        return float((predict(self.model, val.inputs) == val.labels).sum()), float(len(val))
+        return correct_and_total(predict(self.model, val.inputs), val.labels)
 
     def local_state(self) -> dict[str, torch.Tensor]:
         """Rank 0's replica (all replicas are equal)."""
@@ -244,7 +245,7 @@ class ModelParallelStrategy(Strategy):
             env, received, sent = self._forward(inputs, micro, "activations", works)
             loss = None
             if LOGITS in env and self.producer[LOGITS] == self.local_rank:
-                total = F.cross_entropy(env[LOGITS], labels, reduction="sum")
+                total = per_sample_loss(env[LOGITS], labels, self.job.model.task).sum()
                 loss = total / len(own)
                 loss_sum += total.item()
                 seen += len(labels)
@@ -300,8 +301,10 @@ class ModelParallelStrategy(Strategy):
             inputs, labels = val.batch(index)
             env, _, _ = self._forward(inputs, micro, "validation", works)
             if LOGITS in env and self.producer[LOGITS] == self.local_rank:
-                correct += float((env[LOGITS].argmax(1) == labels).sum())
-                total += len(labels)
+                right, count = correct_and_total(decide(env[LOGITS], self.job.model.task),
+                                                 labels)
+                correct += right
+                total += count
         self.comm.wait(works)
         return correct, total
 
