@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,11 +13,13 @@ from pipeline.errors import (
     DatasetError,
     JavaNotFoundError,
     ParamsError,
+    PipelineBusyError,
     PortInUseError,
     TrainingError,
 )
 
-USER_ERRORS = (ParamsError, JavaNotFoundError, PortInUseError, DatasetError, TrainingError)
+USER_ERRORS = (ParamsError, JavaNotFoundError, PortInUseError, DatasetError, TrainingError,
+               PipelineBusyError)
 
 
 def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str | None],
@@ -31,6 +34,7 @@ def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str |
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
                             help=f"(default: {default})")
     args = vars(parser.parse_args(argv))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if "params" in args:  # a typo stops here, before any flow run starts
             load_params(args["params"]).for_scheme(args.get("scheme"))
@@ -38,3 +42,12 @@ def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str |
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted: the stage stopped its workers; its MLflow run is marked FAILED",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: Spark jobs cancelled, workers stopped, runs marked."""
+    raise KeyboardInterrupt(f"signal {signum}")

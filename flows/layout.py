@@ -18,10 +18,16 @@ class Layout:
     prepared: str = "data/prepared"
     models: str = "models"
     metrics: str = "metrics"
+    checkpoints: str = "checkpoints"
+    lock: str = ".landcover.lock"
 
     def model_dir(self, scheme: str) -> str:
         """Where the model trained under ``scheme`` goes."""
         return f"{self.models}/{scheme}"
+
+    def checkpoint_dir(self, scheme: str) -> str:
+        """Where training under ``scheme`` keeps its checkpoints (not a DVC output)."""
+        return f"{self.checkpoints}/{scheme}"
 
     def metrics_file(self, scheme: str) -> str:
         """The DVC metrics file of ``scheme``'s evaluation."""

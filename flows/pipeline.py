@@ -19,7 +19,8 @@ from flows.ingest import ingest_flow
 from flows.layout import LAYOUT
 from flows.prepare import prepare_flow
 from flows.train import train_flow
-from pipeline.config import load_params
+from pipeline.config import Params, load_params
+from pipeline.runtime import project_lock
 
 
 @task(retries=2, retry_delay_seconds=[2, 5, 15])
@@ -32,9 +33,17 @@ def record_stage(stage: str) -> None:
 @flow(name="landcover-pipeline", log_prints=True)
 def pipeline_flow(params: str = LAYOUT.params, record_in_dvc: bool = True) -> dict:
     """Ingest, prepare, then train and evaluate every scheme of ``train.compare``; record each
-    stage in DVC. Returns the MLflow run id and test metrics of each scheme."""
-    config = load_params(params)  # fail fast on bad params, before any stage runs
+    stage in DVC. Returns the MLflow run id and test metrics of each scheme.
 
+    One pipeline run at a time per project: a second one started meanwhile is refused
+    (:class:`~pipeline.errors.PipelineBusyError`) instead of interleaving outputs.
+    """
+    config = load_params(params)  # fail fast on bad params, before any stage runs
+    with project_lock(LAYOUT.lock):
+        return _run_stages(params, config, record_in_dvc)
+
+
+def _run_stages(params: str, config: Params, record_in_dvc: bool) -> dict:
     def done(stage: str) -> None:
         if record_in_dvc:
             record_stage(stage)

@@ -20,10 +20,11 @@ from pipeline.training.trainer import train_model
 
 
 @task(cache_policy=NO_CACHE)
-def train_on_spark(spark: object, train: TrainParams, model: ModelParams,
-                   data: str) -> tuple[TrainJob, TrainResult]:
-    """Run distributed training on the Spark application ``spark``."""
-    return train_model(spark, train, model, Path(data))
+def train_on_spark(spark: object, train: TrainParams, model: ModelParams, data: str,
+                   checkpoints: str) -> tuple[TrainJob, TrainResult]:
+    """Run distributed training on the Spark application ``spark``; a retry resumes from the
+    last checkpoint in ``checkpoints``."""
+    return train_model(spark, train, model, Path(data), checkpoint_dir=Path(checkpoints))
 
 
 @flow(name="train", log_prints=True)
@@ -40,7 +41,8 @@ def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
     with training_run(config, run_name=scheme,
                       tags={"data_hash": dataset_fingerprint(data)}) as run:
         with spark_session(config.spark) as spark:
-            job, result = train_on_spark(spark, config.train, config.model, data)
+            job, result = train_on_spark.with_options(retries=config.train.retries)(
+                spark, config.train, config.model, data, LAYOUT.checkpoint_dir(scheme))
         save_model(Path(out), result.state_dict, job.model,
                    PreparedDataset.open(data).class_names,
                    extra={"history.json": result.history, "workers.json": result.workers,

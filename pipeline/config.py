@@ -200,6 +200,12 @@ class TrainParams(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     seed: int = 0
     timeout_s: int = Field(1800, ge=10, description="training is aborted after this long")
+    checkpoint_every: int = Field(
+        50, ge=0, description="optimiser steps between checkpoints (0: none); a rerun or a "
+                              "retry resumes from the last one")
+    retries: int = Field(1, ge=0, le=10,
+                         description="Prefect retries of a failed training (resume from the "
+                                     "last checkpoint)")
     data_parallel: DataParallelParams = DataParallelParams()
     model_parallel: ModelParallelParams = ModelParallelParams()
 

@@ -38,6 +38,17 @@ class PortInUseError(OSError):
         super().__init__(f"Port {host}:{port} for {what} is already in use. Fix: {fix}")
 
 
+class PipelineBusyError(RuntimeError):
+    """Another pipeline run holds the project."""
+
+    def __init__(self, lock: Path) -> None:
+        self.lock = lock
+        super().__init__(
+            f"another pipeline run is in progress in this project (it holds {lock}). Fix: wait "
+            "for it to finish, or run the second pipeline in its own copy of the project "
+            "(e.g. `dvc exp run --temp`)")
+
+
 class DatasetError(ValueError):
     """A dataset on disk is missing, incomplete or inconsistent."""
 

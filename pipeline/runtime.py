@@ -14,7 +14,12 @@ import socket
 import sys
 from pathlib import Path
 
-from pipeline.errors import JavaNotFoundError, PortInUseError
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import filelock
+
+from pipeline.errors import JavaNotFoundError, PipelineBusyError, PortInUseError
 
 
 def environment_defaults(project_root: Path) -> dict[str, str]:
@@ -59,3 +64,17 @@ def require_free_port(host: str, port: int, what: str, fix: str) -> None:
             sock.bind((host, port))
         except OSError:
             raise PortInUseError(host, port, what, fix) from None
+
+
+@contextmanager
+def project_lock(path: Path | str) -> Iterator[None]:
+    """Hold the project's pipeline lock, or raise :class:`PipelineBusyError` at once."""
+    lock = filelock.FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise PipelineBusyError(Path(path)) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -58,6 +58,8 @@ class TrainJob:
     timeout_s: int = 1800
     max_steps: int | None = None  # stop after this many optimiser steps (tests, benchmarks)
     validate: bool = True  # validation accuracy after every epoch
+    checkpoint_dir: str | None = None  # shared by all workers; None: no checkpoints
+    checkpoint_every: int = 0  # optimiser steps between checkpoints; 0: none
     fault: Fault | None = None
 
 

@@ -121,7 +121,12 @@ def _with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float) -> Any:
 
     thread = threading.Thread(target=target, name="landcover-training", daemon=True)
     thread.start()
-    thread.join(timeout_s)
+    try:
+        thread.join(timeout_s)
+    except BaseException:  # Ctrl-C or SIGTERM on the driver: stop the workers, then go
+        context.cancelJobGroup(group)
+        thread.join(60)
+        raise
     if thread.is_alive():
         context.cancelJobGroup(group)
         thread.join(120)

@@ -62,6 +62,28 @@ class Strategy(ABC):
         """This worker's entries of the full model's state dict (empty where it holds a copy
         that another worker already contributes)."""
 
+    @property
+    @abstractmethod
+    def named_parameters(self) -> dict[str, nn.Parameter]:
+        """This worker's parameters by their name in the full model's state dict."""
+
+    @property
+    @abstractmethod
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser of this worker's parameters."""
+
+    def checkpoint_state(self) -> dict:
+        """What this worker must save to resume exactly: its parameters and optimiser state."""
+        return {"params": {k: p.detach().clone() for k, p in self.named_parameters.items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    @torch.no_grad()
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore what :meth:`checkpoint_state` saved."""
+        for name, param in self.named_parameters.items():
+            param.copy_(state["params"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+
 
 class DataParallelStrategy(Strategy):
     """A full replica; DDP all-reduces gradients through a counted communication hook.
@@ -79,8 +101,8 @@ class DataParallelStrategy(Strategy):
             # Every worker built the same weights from the seed: no start-up broadcast needed.
             self.net = DistributedDataParallel(self.model, init_sync=False)
             self.net.register_comm_hook(*self._hook(settings.gradient_compression))
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=job.learning_rate,
-                                         momentum=job.momentum)
+        self._optimizer = torch.optim.SGD(self.model.parameters(), lr=job.learning_rate,
+                                          momentum=job.momentum)
         self.steps = 0
 
     def _hook(self, compression: str) -> tuple[object, object]:
@@ -106,6 +128,25 @@ class DataParallelStrategy(Strategy):
     def parameters(self) -> list[nn.Parameter]:
         """The whole model."""
         return list(self.model.parameters())
+
+    @property
+    def named_parameters(self) -> dict[str, nn.Parameter]:
+        """The whole model, by name."""
+        return dict(self.model.named_parameters())
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """SGD over the whole replica."""
+        return self._optimizer
+
+    def checkpoint_state(self) -> dict:
+        """The replica, its optimiser, and the step count that paces local SGD."""
+        return super().checkpoint_state() | {"steps": self.steps}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore the replica, its optimiser and the step count."""
+        super().load_checkpoint_state(state)
+        self.steps = int(state["steps"])
 
     def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
         """Forward and backward on this worker's shard; gradients averaged by DDP."""
@@ -180,8 +221,8 @@ class ModelParallelStrategy(Strategy):
         self.wire = WIRE_DTYPES[job.parallel.activation_dtype]
         mine = {id(p) for u in self.units for m in u.modules for p in m.parameters()}
         self.named = {k: p for k, p in model.named_parameters() if id(p) in mine}
-        self.optimizer = torch.optim.SGD(list(self.named.values()), lr=job.learning_rate,
-                                         momentum=job.momentum)
+        self._optimizer = torch.optim.SGD(list(self.named.values()), lr=job.learning_rate,
+                                          momentum=job.momentum)
         # Every worker creates every replica group, in the same order (a collective call).
         self.replica_group = None
         if self.layout.replicas > 1:
@@ -196,6 +237,16 @@ class ModelParallelStrategy(Strategy):
     def parameters(self) -> list[nn.Parameter]:
         """This worker's units' parameters."""
         return list(self.named.values())
+
+    @property
+    def named_parameters(self) -> dict[str, nn.Parameter]:
+        """This worker's units' parameters, by name."""
+        return self.named
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """SGD over this worker's parameters."""
+        return self._optimizer
 
     def _global(self, local_rank: int) -> int:
         return self.replica * self.layout.ranks_per_replica + local_rank

@@ -31,7 +31,7 @@ def parallel_settings(train: TrainParams, scheme: str | None = None) -> Parallel
 
 
 def make_job(train: TrainParams, model: ModelParams, data_dir: Path, scheme: str | None = None,
-             threads_per_worker: int = 1) -> TrainJob:
+             threads_per_worker: int = 1, checkpoint_dir: Path | None = None) -> TrainJob:
     """The job every worker runs, built on the driver."""
     dataset = PreparedDataset.open(data_dir)
     return TrainJob(
@@ -39,13 +39,18 @@ def make_job(train: TrainParams, model: ModelParams, data_dir: Path, scheme: str
         batch_size=train.batch_size, epochs=train.epochs, learning_rate=train.learning_rate,
         momentum=train.momentum, seed=train.seed, parallel=parallel_settings(train, scheme),
         threads_per_worker=threads_per_worker, timeout_s=train.timeout_s,
+        checkpoint_dir=str(Path(checkpoint_dir).resolve()) if checkpoint_dir else None,
+        checkpoint_every=train.checkpoint_every,
     )
 
 
 def train_model(spark: Any, train: TrainParams, model: ModelParams, data_dir: Path,
-                scheme: str | None = None) -> tuple[TrainJob, TrainResult]:
-    """Train under ``scheme`` (default ``train.scheme``) on the Spark application ``spark``."""
+                scheme: str | None = None,
+                checkpoint_dir: Path | None = None) -> tuple[TrainJob, TrainResult]:
+    """Train under ``scheme`` (default ``train.scheme``) on the Spark application ``spark``,
+    checkpointing to (and resuming from) ``checkpoint_dir`` when given."""
     task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
-    job = make_job(train, model, data_dir, scheme, threads_per_worker=task_cpus)
+    job = make_job(train, model, data_dir, scheme, threads_per_worker=task_cpus,
+                   checkpoint_dir=checkpoint_dir)
     patch_size = int(PreparedDataset.open(data_dir).manifest["patch_size"])
     return job, fit(spark, job, patch_size)

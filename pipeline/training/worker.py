@@ -17,6 +17,7 @@ import torch.distributed as dist
 from pipeline.data.dataset import PreparedDataset
 from pipeline.model import MultimodalCNN
 from pipeline.training.batches import epoch_batches
+from pipeline.training.checkpoint import Checkpointer, Position
 from pipeline.training.comm import Comm
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.resources import ResourceMeter
@@ -69,20 +70,26 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int]) 
     strategy: Strategy = STRATEGIES[job.parallel.scheme](job, rank, world_size, comm)
     meter = ResourceMeter()
 
-    history: list[dict[str, float]] = []
-    steps = samples = 0
+    checkpointer = Checkpointer(job, rank, world_size)
+    resumed = checkpointer.restore(strategy)
+    at = resumed or Position()
+    history, steps, samples = list(at.history), at.steps, at.samples
     start = time.perf_counter()
-    for epoch in range(job.epochs):
+    for epoch in range(at.epoch, job.epochs):
         position["epoch"] = epoch + 1
         epoch_start = time.perf_counter()
-        totals = torch.zeros(2, dtype=torch.float64)  # sum of losses, samples with a loss
-        for batch in epoch_batches(len(train), job.batch_size, job.seed, epoch):
+        resuming_here = resumed is not None and epoch == at.epoch
+        totals = torch.tensor(at.totals if resuming_here else [0.0, 0.0], dtype=torch.float64)
+        batches = epoch_batches(len(train), job.batch_size, job.seed, epoch)
+        for index in range(at.batch if resuming_here else 0, len(batches)):
             position["step"] = steps + 1
             _inject_fault(job, rank, steps + 1)
-            loss_sum, seen = strategy.step(train, batch)
+            loss_sum, seen = strategy.step(train, batches[index])
             totals += torch.tensor([loss_sum, seen], dtype=torch.float64)
             steps += 1
-            samples += len(batch)
+            samples += len(batches[index])
+            checkpointer.maybe_save(strategy, Position(epoch, index + 1, steps, samples,
+                                                       totals.tolist(), history))
             if job.max_steps is not None and steps >= job.max_steps:
                 break
         epoch_time = time.perf_counter() - epoch_start
@@ -115,6 +122,7 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int]) 
         merged = {k: parts[k] for k in MultimodalCNN(job.model).state_dict()}
     else:
         all_figures, merged = [figures], state
+    checkpointer.clear()
     return TrainResult(state_dict=merged, history=history, steps=steps, samples=samples,
                        world_size=world_size, wall_time_s=wall, workers=all_figures)
 

@@ -1,4 +1,5 @@
-"""A worker that crashes or hangs ends the run within a bounded time, with a clear error."""
+"""Faults during training: a crashed worker is named, a hung one is stopped, and a rerun resumes
+from the last checkpoint to the same parameters as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -8,23 +9,38 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from pipeline.errors import TrainingError
-from pipeline.training import Fault, ParallelSettings, fit
+from pipeline.training import Fault, ParallelSettings, TrainJob, TrainResult, fit
+from pipeline.training.worker import train_worker
 
 from ..conftest import SMALL_PREPARE
 from .test_schemes import job_for
 
 pytestmark = pytest.mark.slow
 
+RESUMABLE = {"data_parallel": ParallelSettings(scheme="data_parallel", workers=2),
+             "branch_parallel": ParallelSettings(scheme="branch_parallel")}
 
-def torch_workers() -> list[psutil.Process]:
+
+def torch_workers(root: psutil.Process | None = None) -> list[psutil.Process]:
+    """The torchrun processes started below ``root`` (default: this test process)."""
     found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
+    for process in (root or psutil.Process()).children(recursive=True):
+        try:
+            cmdline = " ".join(process.cmdline())
+        except psutil.NoSuchProcess:
+            continue
         if "torch_run_process_wrapper" in cmdline or "torch.distributed.run" in cmdline:
             found.append(process)
     return found
+
+
+def wait_gone(processes: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+    """Those of ``processes`` still running after up to ``seconds``."""
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    return alive
 
 
 def wait_until_no_workers(seconds: float) -> list[psutil.Process]:
@@ -34,17 +50,48 @@ def wait_until_no_workers(seconds: float) -> list[psutil.Process]:
     return left
 
 
-def test_crashing_worker_is_named_with_its_step(spark: object, prepared_dir: Path) -> None:
-    job = replace(job_for(prepared_dir, ParallelSettings(scheme="data_parallel", workers=2)),
-                  max_steps=5, fault=Fault(rank=1, step=2, kind="crash"), timeout_s=60)
-    with pytest.raises(TrainingError, match=r"worker rank 1 of 2 failed at epoch 1, step 2: "
-                                            r"RuntimeError: injected fault"):
-        fit(spark, job, SMALL_PREPARE.patch_size)
+def resumable_job(prepared_dir: Path, scheme: str, checkpoints: Path) -> TrainJob:
+    return replace(job_for(prepared_dir, RESUMABLE[scheme]), max_steps=6,
+                   checkpoint_dir=str(checkpoints), checkpoint_every=2, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def crashed(spark: object, prepared_dir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[TrainJob, str]]:
+    """Each scheme trained until worker 1 crashes at step 5 (checkpoint of step 4 on disk)."""
+    out = {}
+    for scheme in RESUMABLE:
+        job = resumable_job(prepared_dir, scheme, tmp_path_factory.mktemp(f"ckpt-{scheme}"))
+        with pytest.raises(TrainingError) as info:
+            fit(spark, replace(job, fault=Fault(rank=1, step=5)), SMALL_PREPARE.patch_size)
+        out[scheme] = (job, str(info.value))
+    return out
+
+
+@pytest.mark.parametrize("scheme", list(RESUMABLE))
+def test_crashing_worker_is_named_with_its_step(scheme: str,
+                                                crashed: dict[str, tuple[TrainJob, str]]) -> None:
+    message = crashed[scheme][1]
+    assert "worker rank 1 of 2 failed at epoch 1, step 5: RuntimeError: injected fault" in message
     assert wait_until_no_workers(30) == []
 
 
+@pytest.mark.parametrize("scheme", list(RESUMABLE))
+def test_rerun_resumes_to_the_uninterrupted_parameters(
+        scheme: str, crashed: dict[str, tuple[TrainJob, str]], spark: object) -> None:
+    job = crashed[scheme][0]
+    assert (Path(job.checkpoint_dir) / "position.json").is_file()
+    resumed: TrainResult = fit(spark, job, SMALL_PREPARE.patch_size)
+    uninterrupted = train_worker(replace(job, parallel=ParallelSettings(workers=1),
+                                         checkpoint_dir=None))
+    assert resumed.steps == uninterrupted.steps == 6
+    for key, expected in uninterrupted.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[key], expected, rtol=1e-5, atol=1e-6)
+    assert not Path(job.checkpoint_dir).exists()  # cleared after success
+
+
 def test_hanging_worker_is_stopped_after_the_timeout(spark: object, prepared_dir: Path) -> None:
-    job = replace(job_for(prepared_dir, ParallelSettings(scheme="branch_parallel")),
+    job = replace(job_for(prepared_dir, ParallelSettings(scheme="pipeline_parallel")),
                   max_steps=5, fault=Fault(rank=0, step=2, kind="hang"), timeout_s=15)
     started = time.monotonic()
     with pytest.raises(TrainingError, match=r"train.timeout_s = 15 s|failed at epoch 1, step 2"):

@@ -1,0 +1,66 @@
+"""Operating the pipeline: Ctrl-C/SIGTERM during training, and two runs on one project."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+import yaml
+
+from pipeline.runtime import project_lock
+
+from .conftest import PROJECT_ROOT
+from .training.test_failures import torch_workers, wait_gone
+
+pytestmark = pytest.mark.slow
+
+
+def stage(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)})
+
+
+def test_sigterm_during_training_stops_every_worker_and_fails_the_run(
+        prepared_dir: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"epochs": 500, "batch_size": 16,
+                                                "compare": ["data_parallel"]}}))
+    process = stage("flows.train", "--params", str(params), "--scheme", "data_parallel",
+                    "--data", str(prepared_dir), "--out", str(tmp_path / "model"), cwd=tmp_path)
+    root = psutil.Process(process.pid)
+    deadline = time.monotonic() + 180
+    while len(workers := torch_workers(root)) < 2 and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate(timeout=30)
+        time.sleep(1)
+    assert len(workers) >= 2
+    everything = [root, *root.children(recursive=True)]
+    time.sleep(3)  # well inside the training loop
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130
+    assert "interrupted: the stage stopped its workers" in stderr
+    assert wait_gone(everything, 60) == []  # no orphan: workers, Spark, its Python daemons
+    assert not (tmp_path / "model").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("landcover-synthetic")
+                                 .experiment_id])
+    assert run.info.status == "FAILED"
+
+
+def test_a_second_pipeline_run_on_the_same_project_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("{}\n")
+    with project_lock(tmp_path / ".landcover.lock"):
+        process = stage("flows.pipeline", "--params", "params.yaml", cwd=tmp_path)
+        _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 1
+    assert "another pipeline run is in progress in this project" in stderr
+    assert not (tmp_path / "data").exists()
