@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test test-fast ui lint clean
+.PHONY: install run test test-fast ui lint clean cluster-up cluster-down bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,17 @@ test-fast: install ## the tests that start no Spark, Prefect or DVC pipeline
 ui: install ## the MLflow UI over the project's store, on 127.0.0.1:$(PORT)
 	python -m pipeline.ui --port $(PORT)
 
+cluster-up: install ## a Spark standalone cluster on 127.0.0.1 (master :7077 + 2 workers)
+	python -m pipeline.cluster up --workers 2 --cores 2
+
+cluster-down: ## stop the cluster started by cluster-up
+	python -m pipeline.cluster down
+
+bench: install ## run the benchmarks, write benchmarks/results/*.json, *.png and report.md
+	python -m benchmarks.report
+
 lint: install
 	python -m ruff check pipeline flows tests benchmarks
 
 clean: ## remove pipeline outputs and local stores (keeps .venv)
-	rm -rf data/raw data/prepared models metrics mlflow.db mlruns .prefect
+	rm -rf data/raw data/prepared models metrics checkpoints mlflow.db mlruns .prefect

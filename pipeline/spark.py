@@ -1,7 +1,8 @@
 """The SparkSession, built from ``params.yaml``'s ``spark`` section.
 
 Nothing here assumes a local master: ``spark.master`` decides. For local masters the driver binds
-to 127.0.0.1, so nothing listens on the machine's outer interfaces.
+to 127.0.0.1, and with ``SPARK_LOCAL_IP=127.0.0.1`` (set by :mod:`pipeline.runtime`) so does the
+Spark UI, whose REST API the training reads Spark's own task metrics from.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ def spark_conf(params: SparkParams) -> dict[str, str]:
         conf |= {
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
-            "spark.ui.enabled": "false",
         }
     return conf | dict(params.conf)
 

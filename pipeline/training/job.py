@@ -81,6 +81,7 @@ class TrainResult:
     workers: list[dict[str, float]] = field(default_factory=list)
     expected_bytes_per_step: dict[str, float] = field(default_factory=dict)
     physical_loopback_bytes: float | None = None
+    spark: dict[str, float] = field(default_factory=dict)  # Spark's own task metrics
 
     def measured_bytes(self, purpose: str) -> float:
         """Bytes sent for ``purpose``, summed over workers, over the whole training."""
@@ -113,6 +114,7 @@ class TrainResult:
             out[f"bytes_sent_{purpose}"] = self.measured_bytes(purpose)
         if self.physical_loopback_bytes is not None:
             out["physical_loopback_bytes"] = self.physical_loopback_bytes
+        out |= self.spark
         for w in self.workers:
             rank = int(w["rank"])
             for key in ("cpu_s", "cpu_util", "peak_rss_mb", "param_bytes", "comm_s",

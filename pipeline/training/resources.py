@@ -30,4 +30,18 @@ class ResourceMeter:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             "host": socket.gethostname(),
             "pid": float(self._process.pid),
+            "spark_executor": spark_executor(self._process),
         }
+
+
+def spark_executor(process: psutil.Process) -> str:
+    """The Spark executor this process runs under: the ``--executor-id`` of its executor JVM
+    ancestor, or ``"driver"`` when the tasks run inside the driver (local master)."""
+    for ancestor in process.parents():
+        try:
+            cmdline = ancestor.cmdline()
+        except psutil.Error:
+            continue
+        if "--executor-id" in cmdline:
+            return cmdline[cmdline.index("--executor-id") + 1]
+    return "driver"

@@ -32,6 +32,7 @@ from pipeline.model import MultimodalCNN
 from pipeline.training.comm import all_reduce_bytes
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.layout import layout_for, model_parallel_bytes_per_step
+from pipeline.training.spark_metrics import job_group_metrics
 from pipeline.training.strategies import STRATEGIES
 from pipeline.training.worker import FAILURE_MARK, train_worker
 
@@ -84,10 +85,11 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
             "(spark.master, e.g. local[4], or more executors)")
     distributor = TorchDistributor(num_processes=workers, local_mode=False, use_gpu=False)
     loopback_before = _loopback_bytes()
+    group = f"landcover-train-{uuid.uuid4().hex}"
     with _FailureLines() as failures:
         try:
             result = _with_timeout(spark, lambda: distributor.run(train_worker, job),
-                                   job.timeout_s)
+                                   job.timeout_s, group)
         except TrainingError:
             raise
         except Exception as exc:
@@ -98,6 +100,7 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
     if loopback_before is not None and loopback_after is not None:
         result.physical_loopback_bytes = loopback_after - loopback_before
     result.expected_bytes_per_step = expected_bytes_per_step(job, patch_size)
+    result.spark = job_group_metrics(spark, group)
     return result
 
 
@@ -106,10 +109,10 @@ def _check_scheme(name: str) -> None:
         raise ValueError(f"train.scheme must be one of {list(SCHEMES)}, got {name!r}")
 
 
-def _with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float) -> Any:
-    """Run ``run`` (which starts Spark jobs) and cancel its jobs if it outlasts ``timeout_s``."""
+def _with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float, group: str) -> Any:
+    """Run ``run`` (which starts Spark jobs) in Spark job group ``group``; cancel the group if
+    it outlasts ``timeout_s`` or the driver is interrupted."""
     context = spark.sparkContext
-    group = f"landcover-train-{uuid.uuid4().hex}"
     outcome: dict[str, Any] = {}
 
     def target() -> None:

@@ -1,0 +1,89 @@
+"""Run every benchmark in one go and write one report: ``make bench``.
+
+Each benchmark runs in its own process (one SparkContext per process) and writes
+``benchmarks/results/<name>.json`` (+ ``.png``); this script times them and writes
+``benchmarks/results/report.md``: the machine, then each benchmark's headline figures, each a
+ratio measured side by side in one run, with its plot.
+
+    python -m benchmarks.report [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.common import RESULTS, load, machine
+from pipeline.io import write_with
+
+
+def _training(figures: dict) -> list[str]:
+    lines = ["| scheme | batch | samples/s | ÷ single process | bytes/sample | measured ÷ analytic "
+             "| max worker param KB | max worker peak RSS MB | comm share |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for scheme, by_batch in figures["schemes"].items():
+        for batch, f in sorted(by_batch.items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {scheme} | {batch} | {f['samples_per_s']:,.0f} | "
+                f"{f['throughput_ratio_to_single_process']:.2f} | "
+                f"{f['bytes_sent_per_sample']:,.0f} | {f['traffic_ratio_measured_to_expected']:.3f}"
+                f" | {f['max_worker_param_bytes'] / 1024:,.1f} | {f['max_worker_peak_rss_mb']:,.0f}"
+                f" | {f['comm_share']:.2f} |")
+    lines += ["", f"data_parallel traffic knobs at batch {figures['knob_batch_size']}:", "",
+              "| knob | bytes/sample | samples/s | final val accuracy |", "| --- | --- | --- | --- |"]
+    for name, f in figures["knobs"].items():
+        lines.append(f"| {name} | {f['bytes_sent_per_sample']:,.0f} | {f['samples_per_s']:,.0f} "
+                     f"| {f['final_val_accuracy']:.3f} |")
+    return lines
+
+
+def _fusion(figures: dict) -> list[str]:
+    return [f"`{k}`: {v}" for k, v in figures.items() if not isinstance(v, dict | list)]
+
+
+def _generic(figures: dict) -> list[str]:
+    return [f"- `{k}`: {v}" for k, v in figures.items() if isinstance(v, int | float | str)]
+
+
+BENCHMARKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
+    "prepare_throughput": ("Ingestion: prepare stage vs raw rasterio read of the same windows",
+                           _generic),
+    "fusion_gain": ("Multimodality: fused vs single-modality models", _generic),
+    "training_schemes": ("Training: throughput and traffic per scheme vs single process",
+                         _training),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmarks and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    args = parser.parse_args(argv)
+    durations = {}
+    for name in args.only:
+        print(f"[bench] running {name}", flush=True)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
+        durations[name] = time.perf_counter() - started
+    lines = ["# Benchmark report", "", f"Machine: {machine()}", "",
+             "Command: `make bench` (`python -m benchmarks.report`). Each figure is measured "
+             "side by side in one run on this machine.", ""]
+    for name, (title, summarise) in BENCHMARKS.items():
+        if not (RESULTS / f"{name}.json").exists():
+            continue
+        lines += [f"## {title}", "", f"`benchmarks/results/{name}.json`"
+                  + (f", {durations[name]:.0f} s" if name in durations else ""), ""]
+        lines += summarise(load(name))
+        if (RESULTS / f"{name}.png").exists():
+            lines += ["", f"![{name}]({name}.png)"]
+        lines.append("")
+    write_with(RESULTS / "report.md", lambda p: p.write_text("\n".join(lines) + "\n"))
+    print(f"wrote {RESULTS / 'report.md'} ({sum(durations.values()):.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

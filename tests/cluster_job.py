@@ -1,0 +1,35 @@
+"""Run by tests/test_cluster.py in its own process (a process has one SparkContext): train
+each scheme named on the command line against a Spark master, save what the test checks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline.runtime import configure_environment
+
+
+def main(master: str, data: str, out: str, *schemes: str) -> None:
+    configure_environment()
+    from pipeline.config import ModelParams, SparkParams, TrainParams
+    from pipeline.spark import spark_session
+    from pipeline.training.trainer import train_model
+
+    conf = {"spark.executor.cores": "1", "spark.executor.memory": "1g", "spark.cores.max": "2"}
+    train = TrainParams(batch_size=32, epochs=1, learning_rate=0.1, seed=5, workers=2,
+                        checkpoint_every=0, timeout_s=300)
+    model = ModelParams(branch_width=8, branch_depth=2, fusion_width=16)
+    with spark_session(SparkParams(master=master, conf=conf)) as spark:
+        for scheme in schemes:
+            job, result = train_model(spark, train, model, Path(data), scheme)
+            torch.save(result.state_dict, Path(out) / f"{scheme}.pt")
+            (Path(out) / f"{scheme}.json").write_text(json.dumps(
+                {"job_seed": job.seed, "steps": result.steps, "workers": result.workers,
+                 "metrics": result.metrics()}, default=str))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
