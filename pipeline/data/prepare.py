@@ -36,6 +36,9 @@ from pipeline.io import atomic_path
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
 PREVIEW_FILE = "preview.png"
+SCENE_FILE = "scene.npz"
+SCENE_LAYOUT = "scene"  # scene.npz holds the feature rasters; a split holds centres and labels
+PATCHES_LAYOUT = "patches"  # a split holds its patches (BigEarthNet: a patch is a whole image)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,56 @@ def band_stats(patches: np.ndarray) -> BandStats:
     return BandStats(mean=mean.tolist(), std=np.maximum(std, 1e-6).tolist())
 
 
+def coverage(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
+             patch_size: int) -> np.ndarray:
+    """How many of the patches centred at ``rows``/``cols`` contain each pixel, ``(H, W)``."""
+    half = patch_size // 2
+    centres = np.zeros((shape[0] + 2 * half + 1, shape[1] + 2 * half + 1), dtype=np.int64)
+    centres[rows + half + 1, cols + half + 1] = 1  # padded by half, plus a zero first row/col
+    table = centres.cumsum(axis=0).cumsum(axis=1)
+    height, width = shape
+    p = patch_size
+    return (table[p:p + height, p:p + width] - table[:height, p:p + width]
+            - table[p:p + height, :width] + table[:height, :width])
+
+
+def scene_band_stats(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray,
+                     cols: np.ndarray, patch_size: int) -> BandStats:
+    """``band_stats`` of the patches centred at ``rows``/``cols``, without cutting them all.
+
+    A pixel counts once per patch that contains it (its coverage), exactly as over the cut
+    patches; the few patches with nodata pixels (filled with their own mean) are cut and added.
+    """
+    area = patch_size ** 2
+    dirty = window_sums(invalid, rows, cols, patch_size) > 0
+    weight = coverage(rows[~dirty], cols[~dirty], invalid.shape, patch_size).ravel()
+    covered = np.flatnonzero(weight)
+    pixels = image.reshape(image.shape[0], -1)[:, covered].astype(np.float64)
+    weight = weight[covered].astype(np.float64)
+    filled = _fill_invalid(extract_patches(image, rows[dirty], cols[dirty], patch_size),
+                           extract_patches(invalid, rows[dirty], cols[dirty], patch_size))
+    count = len(rows) * area
+    mean = (pixels @ weight + filled.sum(axis=(0, 2, 3), dtype=np.float64)) / count
+    squares = ((pixels - mean[:, None]) ** 2) @ weight + (
+        (filled - mean[None, :, None, None]) ** 2).sum(axis=(0, 2, 3))
+    std = np.sqrt(squares / count)
+    return BandStats(mean=mean.tolist(), std=np.maximum(std, 1e-6).tolist())
+
+
+def cut_patches(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                patch_size: int) -> np.ndarray:
+    """Patches ``(N, bands, p, p)`` float32 of a feature raster, nodata pixels filled.
+
+    A nodata pixel (``invalid``) takes the mean of its patch's valid pixels, per band.
+    """
+    patches = extract_patches(image, rows, cols, patch_size)
+    dirty = np.flatnonzero(window_sums(invalid, rows, cols, patch_size) > 0)
+    if len(dirty):
+        mask = extract_patches(invalid, rows[dirty], cols[dirty], patch_size)
+        patches[dirty] = _fill_invalid(patches[dirty], mask)
+    return patches.astype(np.float32, copy=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Windows: one Spark task each.
 
@@ -197,12 +250,15 @@ def _read_valid(path: Path, band_names: list[str], window: Window
 
 def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParams,
                    core: tuple[int, int, int, int]) -> dict[str, Any]:
-    """Patches centred in the core window ``core``: one Spark task.
+    """Features and patch centres of the core window ``core``: one Spark task.
 
-    Returns plain arrays: per modality ``(n, bands, p, p)`` features, ``code`` (class code per
-    patch), ``row``/``col`` (scene coordinates of the centre); counts of dropped patches; label
-    codes seen that are in neither the class map nor the ignored codes; and ``error`` (``None``,
-    or the file, problem and fix of bad values).
+    The halo is read so that the nodata fraction (and the majority label) of a patch centred near
+    the edge sees its whole patch; no patch is cut here. Returns plain arrays: per modality the
+    core window's features ``(bands, h, w)`` float32, ``invalid`` ``(h, w)`` (a pixel that is
+    nodata in any band of any modality), ``code`` (class code per kept centre), ``row``/``col``
+    (scene coordinates of the centre); counts of dropped patches; label codes seen that are in
+    neither the class map nor the ignored codes; and ``error`` (``None``, or the file, problem and
+    fix of bad values).
     """
     root = Path(scene_dir)
     with rasterio.open(root / scene.labels) as src:
@@ -243,7 +299,7 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     area = params.patch_size ** 2
     drop = np.zeros(len(rows), dtype=bool)
     for name, invalid in invalid_by.items():
-        fraction = extract_patches(invalid, lrows, lcols, params.patch_size).sum(axis=(1, 2)) / area
+        fraction = window_sums(invalid, lrows, lcols, params.patch_size) / area
         too_much = fraction > params.max_nodata_fraction
         result["dropped_nodata_by"][name] = int(too_much.sum())
         drop |= too_much
@@ -251,12 +307,10 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     keep = ~drop
     rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
 
-    mask = extract_patches(invalid_any, lrows, lcols, params.patch_size)  # (n, p, p)
+    inner = (slice(r0 - top, r0 - top + h), slice(c0 - left, c0 - left + w))
     for name, image in features.items():
-        patches = extract_patches(image, lrows, lcols, params.patch_size)
-        if mask.any():
-            patches = _fill_invalid(patches, mask)
-        result[name] = patches.astype(np.float32, copy=False)
+        result[name] = np.ascontiguousarray(image[:, inner[0], inner[1]])
+    result["invalid"] = np.ascontiguousarray(invalid_any[inner])
     if params.label == "majority":
         result["code"] = _majority(extract_patches(labels, lrows, lcols, params.patch_size),
                                    labels[lrows, lcols], ignore)
@@ -264,6 +318,20 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
         result["code"] = labels[lrows, lcols]
     result["row"], result["col"] = rows.astype(np.int32), cols.astype(np.int32)
     return result
+
+
+def window_sums(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                patch_size: int) -> np.ndarray:
+    """Per centre, how many pixels of the ``patch_size`` square around it are set in ``mask``.
+
+    A summed-area table: O(H W) once, then four lookups per centre (no patch is materialised).
+    """
+    half = patch_size // 2
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+    top, left = rows - half, cols - half
+    bottom, right = top + patch_size, left + patch_size
+    return table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
 
 
 def _fill_invalid(patches: np.ndarray, invalid: np.ndarray) -> np.ndarray:
@@ -403,7 +471,8 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
     progress = ProgressLog("prepare", len(windows), "windows")
     task = functools.partial(extract_window, str(scene_dir), scene, params)
     results = run_tasks(task, windows, spark, progress)
-    arrays = gather_windows(results, scene, scene_dir)
+    arrays = gather_windows(results, windows, (grid.height, grid.width), scene, scene_dir)
+    rasters = {k: arrays.pop(k) for k in [*scene.modalities, "invalid"]}
     codes = sorted(scene.classes)
     index_of = {code: i for i, code in enumerate(codes)}
     labels = np.array([index_of[c] for c in arrays.pop("code").tolist()], dtype=np.int64)
@@ -416,7 +485,8 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                                ", too few to split", f"add code {code} to the ignored codes, "
                                "merge it into another class, or lower prepare.stride")
     split = block_split(arrays["row"], arrays["col"], params)
-    per_split = split_arrays(arrays | {"label": labels}, split, scene_dir,
+    per_split = split_arrays({"row": arrays["row"], "col": arrays["col"], "label": labels},
+                             split, scene_dir,
                              "use a larger scene, a smaller prepare.block_size or a smaller "
                              "prepare.stride")
     manifest = {
@@ -439,12 +509,16 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                          for s in SPLITS},
     }
     preview = functools.partial(scene_preview, scene_dir, scene)
-    return write_prepared(out_dir, per_split, manifest, preview)
+    return write_prepared(out_dir, per_split, manifest, preview, scene_arrays=rasters)
 
 
-def gather_windows(results: list[dict], scene: SceneDescription, scene_dir: Path
+def gather_windows(results: list[dict], windows: list[tuple[int, int, int, int]],
+                   shape: tuple[int, int], scene: SceneDescription, scene_dir: Path
                    ) -> dict[str, np.ndarray]:
-    """Concatenate the windows' patches in scene order (row-major), checking their reports.
+    """The windows' features pasted into scene rasters, their centres in scene order (row-major).
+
+    Returns per modality ``(bands, H, W)`` features, ``invalid`` ``(H, W)``, and ``code``,
+    ``row``, ``col`` per patch centre, checking the windows' reports first.
 
     Raises:
         DatasetError: NaN/inf values, label codes outside the class map, or no patch left.
@@ -457,7 +531,7 @@ def gather_windows(results: list[dict], scene: SceneDescription, scene_dir: Path
         raise DatasetError(scene_dir / scene.labels, f"label codes {unknown} are not in the "
                            "class map", "add them to the class map (ingest.scene.classes) or "
                            "to the ignored codes (ingest.scene.ignore_codes)")
-    keys = [*scene.modalities, "code", "row", "col"]
+    keys = ["code", "row", "col"]
     arrays = {k: np.concatenate([r[k] for r in results if k in r]) for k in keys}
     if len(arrays["code"]) == 0:
         dropped = {name: sum(r["dropped_nodata_by"].get(name, 0) for r in results)
@@ -472,7 +546,14 @@ def gather_windows(results: list[dict], scene: SceneDescription, scene_dir: Path
         raise DatasetError(scene_dir / scene.labels, "no labelled pixel to cut a patch around",
                            "check the label raster and the ignored codes")
     order = np.lexsort((arrays["col"], arrays["row"]))
-    return {k: v[order] for k, v in arrays.items()}
+    arrays = {k: v[order] for k, v in arrays.items()}
+    for name in [*scene.modalities, "invalid"]:
+        first = results[0][name]
+        raster = np.empty(first.shape[:-2] + shape, dtype=first.dtype)
+        for (r0, c0, h, w), result in zip(windows, results, strict=True):
+            raster[..., r0:r0 + h, c0:c0 + w] = result[name]
+        arrays[name] = raster
+    return arrays
 
 
 def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
@@ -488,32 +569,51 @@ def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
 
 
 def write_prepared(out_dir: Path, per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
-                   preview: Callable[[Path], None] | None = None) -> dict:
-    """Add training statistics and the fingerprint to ``manifest``; write it all atomically."""
+                   preview: Callable[[Path], None] | None = None,
+                   scene_arrays: dict[str, np.ndarray] | None = None) -> dict:
+    """Add the layout, training statistics and fingerprint to ``manifest``; write all atomically.
+
+    Without ``scene_arrays`` (layout ``patches``) a split holds its patches per modality. With
+    them (layout ``scene``) ``scene.npz`` holds the feature rasters per modality and the
+    ``invalid`` mask, and a split holds the centres (``row``, ``col``) and labels: patches are cut
+    when the split is loaded (``read_split``).
+    """
     modalities = list(manifest["modalities"])
-    manifest["normalisation"] = {m: band_stats(per_split["train"][m]).__dict__
-                                 for m in modalities}
-    manifest["fingerprint"] = fingerprint(per_split, manifest)
+    files = dict(per_split)
+    if scene_arrays is None:
+        manifest["layout"] = PATCHES_LAYOUT
+        manifest["normalisation"] = {m: band_stats(per_split["train"][m]).__dict__
+                                     for m in modalities}
+    else:
+        manifest["layout"] = SCENE_LAYOUT
+        train = per_split["train"]
+        manifest["normalisation"] = {
+            m: scene_band_stats(scene_arrays[m], scene_arrays["invalid"], train["row"],
+                                train["col"], manifest["patch_size"]).__dict__
+            for m in modalities}
+        files[SCENE_FILE.removesuffix(".npz")] = scene_arrays
+    manifest["fingerprint"] = fingerprint(files, manifest)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for split_name, data in per_split.items():
-            np.savez(tmp / f"{split_name}.npz", **data)
+        for file_name, data in files.items():
+            np.savez(tmp / f"{file_name}.npz", **data)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if preview is not None:
             preview(tmp / PREVIEW_FILE)
     return manifest
 
 
-def fingerprint(per_split: dict[str, dict[str, np.ndarray]], manifest: dict) -> str:
+def fingerprint(files: dict[str, dict[str, np.ndarray]], manifest: dict) -> str:
     """sha256 over every array (name, dtype, shape, bytes) and the manifest (sans fingerprint).
 
+    ``files`` maps each ``.npz`` file's stem (the splits, then ``scene`` if any) to its arrays.
     Computed from contents, not file bytes: ``.npz`` files carry zip timestamps.
     """
     digest = hashlib.sha256()
-    for split_name in SPLITS:
-        for key in sorted(per_split[split_name]):
-            array = np.ascontiguousarray(per_split[split_name][key])
-            digest.update(f"{split_name}/{key}/{array.dtype.str}/{array.shape}".encode())
+    for file_name in [*SPLITS, *sorted(set(files) - set(SPLITS))]:
+        for key in sorted(files[file_name]):
+            array = np.ascontiguousarray(files[file_name][key])
+            digest.update(f"{file_name}/{key}/{array.dtype.str}/{array.shape}".encode())
             digest.update(array.tobytes())
     rest = {k: v for k, v in manifest.items() if k != "fingerprint"}
     digest.update(json.dumps(rest, sort_keys=True).encode())
@@ -535,16 +635,50 @@ def dataset_fingerprint(prepared_dir: Path | str) -> str:
         raise DatasetError(path, "prepared dataset file missing",
                            "run the prepare stage (`dvc repro prepare`)")
     manifest = json.loads(path.read_text())
-    per_split = {}
-    for split_name in SPLITS:
-        with np.load(root / f"{split_name}.npz") as data:
-            per_split[split_name] = dict(data)
-    value = fingerprint(per_split, manifest)
+    files = {}
+    for file_name in prepared_files(manifest):
+        with np.load(root / f"{file_name}.npz") as data:
+            files[file_name] = dict(data)
+    value = fingerprint(files, manifest)
     if manifest.get("fingerprint") not in (None, value):
         raise DatasetError(root, "the split files do not match the manifest's fingerprint "
                            "(modified after the prepare stage)",
                            "re-run the prepare stage (`dvc repro prepare` or `dvc checkout`)")
     return value
+
+
+def prepared_files(manifest: dict) -> list[str]:
+    """Stems of the ``.npz`` files of a prepared dataset with this manifest."""
+    scene = [SCENE_FILE.removesuffix(".npz")] if manifest.get("layout") == SCENE_LAYOUT else []
+    return [*SPLITS, *scene]
+
+
+def read_split(root: Path | str, name: str, scene: dict[str, np.ndarray] | None = None
+               ) -> dict[str, np.ndarray]:
+    """The arrays of split ``name`` of the prepared dataset in ``root``, patches included.
+
+    Per modality ``(N, bands, p, p)`` float32 features (not normalised), ``label`` and, for a
+    scene, ``row``/``col``: the same arrays whichever the layout. With layout ``scene`` the
+    patches are cut here from ``scene.npz`` (pass its arrays as ``scene`` to read it only once).
+
+    Raises:
+        ValueError: ``name`` is not a split.
+    """
+    if name not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    with np.load(root / f"{name}.npz") as data:
+        arrays = dict(data)
+    if manifest.get("layout") != SCENE_LAYOUT:
+        return arrays
+    if scene is None:
+        with np.load(root / SCENE_FILE) as data:
+            scene = dict(data)
+    for modality in manifest["modalities"]:
+        arrays[modality] = cut_patches(scene[modality], scene["invalid"], arrays["row"],
+                                       arrays["col"], manifest["patch_size"])
+    return arrays
 
 
 def split_counts(labels: np.ndarray, num_classes: int) -> list[int]:
