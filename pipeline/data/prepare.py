@@ -96,7 +96,7 @@ def to_features(data: np.ndarray, kind: str) -> np.ndarray:
     """Physical values the network sees: reflectance for optical, decibels for SAR."""
     if kind == "sar":
         return (10.0 * np.log10(np.clip(data.astype(np.float64), 1e-6, None))).astype(np.float32)
-    return (data.astype(np.float32) / 10000.0).astype(np.float32)
+    return np.divide(data, np.float32(10000.0), dtype=np.float32)
 
 
 def patch_centres(labels: np.ndarray, ignore: list[int], patch_size: int,
@@ -149,38 +149,51 @@ def band_stats(patches: np.ndarray) -> BandStats:
 
 def coverage(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
              patch_size: int) -> np.ndarray:
-    """How many of the patches centred at ``rows``/``cols`` contain each pixel, ``(H, W)``."""
+    """How many of the patches centred at ``rows``/``cols`` contain each pixel, ``(H, W)``.
+
+    A summed-area table of the centres, in int32: it may wrap around on a huge scene, but the
+    box sums, small, are exact modulo 2**32.
+    """
     half = patch_size // 2
-    centres = np.zeros((shape[0] + 2 * half + 1, shape[1] + 2 * half + 1), dtype=np.int64)
+    centres = np.zeros((shape[0] + 2 * half + 1, shape[1] + 2 * half + 1), dtype=np.int32)
     centres[rows + half + 1, cols + half + 1] = 1  # padded by half, plus a zero first row/col
-    table = centres.cumsum(axis=0).cumsum(axis=1)
+    table = centres.cumsum(axis=0, dtype=np.int32).cumsum(axis=1, dtype=np.int32)
     height, width = shape
     p = patch_size
     return (table[p:p + height, p:p + width] - table[:height, p:p + width]
             - table[p:p + height, :width] + table[:height, :width])
 
 
-def scene_band_stats(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray,
-                     cols: np.ndarray, patch_size: int) -> BandStats:
+def scene_band_stats(rasters: dict[str, np.ndarray], modalities: list[str], rows: np.ndarray,
+                     cols: np.ndarray, patch_size: int) -> dict[str, BandStats]:
     """``band_stats`` of the patches centred at ``rows``/``cols``, without cutting them all.
 
-    A pixel counts once per patch that contains it (its coverage), exactly as over the cut
-    patches; the few patches with nodata pixels (filled with their own mean) are cut and added.
+    ``rasters`` holds the feature rasters per modality and ``invalid``. A pixel counts once per
+    patch that contains it (its coverage), exactly as over the cut patches; the patches with
+    nodata pixels (filled with their own mean) are cut, filled and added.
     """
-    area = patch_size ** 2
-    dirty = window_sums(invalid, rows, cols, patch_size) > 0
+    invalid = rasters["invalid"]
+    dirty = np.zeros(len(rows), dtype=bool)
+    if invalid.any():
+        dirty = window_sums(invalid, rows, cols, patch_size) > 0
     weight = coverage(rows[~dirty], cols[~dirty], invalid.shape, patch_size).ravel()
-    covered = np.flatnonzero(weight)
-    pixels = image.reshape(image.shape[0], -1)[:, covered].astype(np.float64)
-    weight = weight[covered].astype(np.float64)
-    filled = _fill_invalid(extract_patches(image, rows[dirty], cols[dirty], patch_size),
-                           extract_patches(invalid, rows[dirty], cols[dirty], patch_size))
-    count = len(rows) * area
-    mean = (pixels @ weight + filled.sum(axis=(0, 2, 3), dtype=np.float64)) / count
-    squares = ((pixels - mean[:, None]) ** 2) @ weight + (
-        (filled - mean[None, :, None, None]) ** 2).sum(axis=(0, 2, 3))
-    std = np.sqrt(squares / count)
-    return BandStats(mean=mean.tolist(), std=np.maximum(std, 1e-6).tolist())
+    weight = weight.astype(np.float64)
+    count = len(rows) * patch_size ** 2
+    mask = extract_patches(invalid, rows[dirty], cols[dirty], patch_size)
+    stats = {}
+    for name in modalities:
+        image = rasters[name]
+        filled = _fill_invalid(extract_patches(image, rows[dirty], cols[dirty], patch_size), mask)
+        mean, std = [], []
+        for band in range(image.shape[0]):
+            pixels = image[band].ravel().astype(np.float64)
+            extra = filled[:, band].ravel().astype(np.float64)
+            centre = (pixels @ weight + extra.sum()) / count
+            squares = ((pixels - centre) ** 2) @ weight + ((extra - centre) ** 2).sum()
+            mean.append(float(centre))
+            std.append(max(float(np.sqrt(squares / count)), 1e-6))
+        stats[name] = BandStats(mean=mean, std=std)
+    return stats
 
 
 def cut_patches(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
@@ -190,6 +203,8 @@ def cut_patches(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray, cols: 
     A nodata pixel (``invalid``) takes the mean of its patch's valid pixels, per band.
     """
     patches = extract_patches(image, rows, cols, patch_size)
+    if not invalid.any():
+        return patches
     dirty = np.flatnonzero(window_sums(invalid, rows, cols, patch_size) > 0)
     if len(dirty):
         mask = extract_patches(invalid, rows[dirty], cols[dirty], patch_size)
@@ -231,11 +246,13 @@ def _read_valid(path: Path, band_names: list[str], window: Window
     with rasterio.open(path) as src:
         data = src.read(window=window)
         nodata = src.nodata
-    valid = np.ones(data.shape, dtype=bool)
-    if nodata is not None:
-        valid &= ~np.isnan(data) if np.isnan(nodata) else data != nodata
+    if nodata is None:
+        valid = np.ones(data.shape, dtype=bool)
+    else:
+        valid = ~np.isnan(data) if np.isnan(nodata) else data != nodata
     if data.dtype.kind == "f":
-        bad = ~np.isfinite(data) & valid
+        bad = ~np.isfinite(data)
+        bad &= valid
         if bad.any():
             band = int(np.argmax(bad.any(axis=(1, 2))))
             return data, valid, {
@@ -261,19 +278,18 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     fix of bad values).
     """
     root = Path(scene_dir)
-    with rasterio.open(root / scene.labels) as src:
-        height, width, label_nodata = src.height, src.width, src.nodata
     half = params.patch_size // 2
     r0, c0, h, w = core
-    top, left = max(0, r0 - half), max(0, c0 - half)
-    bottom, right = min(height, r0 + h + half), min(width, c0 + w + half)
-    window = Window(left, top, right - left, bottom - top)
-
     with rasterio.open(root / scene.labels) as src:
-        labels = src.read(1, window=window).astype(np.int64)
+        height, width, label_nodata = src.height, src.width, src.nodata
+        top, left = max(0, r0 - half), max(0, c0 - half)
+        bottom, right = min(height, r0 + h + half), min(width, c0 + w + half)
+        window = Window(left, top, right - left, bottom - top)
+        stored = src.read(1, window=window)
+    inner = (slice(r0 - top, r0 - top + h), slice(c0 - left, c0 - left + w))
+    labels = stored.astype(np.int64)
     ignore = list(scene.ignore_codes) + ([int(label_nodata)] if label_nodata is not None else [])
-    core_labels = labels[r0 - top:r0 - top + h, c0 - left:c0 - left + w]
-    seen = np.unique(core_labels)
+    seen = np.unique(stored[inner]).astype(np.int64)
     unknown = sorted(set(seen.tolist()) - set(scene.classes) - set(ignore))
 
     rows, cols = _window_centres(core, height, width, params)
@@ -292,13 +308,19 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
             if modality.source:
                 error["problem"] += f" (aligned from {modality.source})"
             return result | {"error": error}
-        features[name] = to_features(np.where(valid, data, 1), modality.kind)
         invalid_by[name] = ~valid.all(axis=0)
         invalid_any |= invalid_by[name]
+        core_data, core_valid = data[:, inner[0], inner[1]], valid[:, inner[0], inner[1]]
+        if not core_valid.all():
+            core_data = np.where(core_valid, core_data, 1)
+        features[name] = to_features(core_data, modality.kind)
 
     area = params.patch_size ** 2
     drop = np.zeros(len(rows), dtype=bool)
     for name, invalid in invalid_by.items():
+        if not invalid.any():
+            result["dropped_nodata_by"][name] = 0
+            continue
         fraction = window_sums(invalid, lrows, lcols, params.patch_size) / area
         too_much = fraction > params.max_nodata_fraction
         result["dropped_nodata_by"][name] = int(too_much.sum())
@@ -307,9 +329,7 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     keep = ~drop
     rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
 
-    inner = (slice(r0 - top, r0 - top + h), slice(c0 - left, c0 - left + w))
-    for name, image in features.items():
-        result[name] = np.ascontiguousarray(image[:, inner[0], inner[1]])
+    result.update(features)
     result["invalid"] = np.ascontiguousarray(invalid_any[inner])
     if params.label == "majority":
         result["code"] = _majority(extract_patches(labels, lrows, lcols, params.patch_size),
@@ -508,7 +528,7 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
         "class_counts": {s: np.bincount(per_split[s]["label"], minlength=len(codes)).tolist()
                          for s in SPLITS},
     }
-    preview = functools.partial(scene_preview, scene_dir, scene)
+    preview = functools.partial(scene_preview, scene_dir, scene, rasters)
     return write_prepared(out_dir, per_split, manifest, preview, scene_arrays=rasters)
 
 
@@ -587,10 +607,9 @@ def write_prepared(out_dir: Path, per_split: dict[str, dict[str, np.ndarray]], m
     else:
         manifest["layout"] = SCENE_LAYOUT
         train = per_split["train"]
-        manifest["normalisation"] = {
-            m: scene_band_stats(scene_arrays[m], scene_arrays["invalid"], train["row"],
-                                train["col"], manifest["patch_size"]).__dict__
-            for m in modalities}
+        stats = scene_band_stats(scene_arrays, modalities, train["row"], train["col"],
+                                 manifest["patch_size"])
+        manifest["normalisation"] = {m: stats[m].__dict__ for m in modalities}
         files[SCENE_FILE.removesuffix(".npz")] = scene_arrays
     manifest["fingerprint"] = fingerprint(files, manifest)
     with atomic_path(out_dir) as tmp:
@@ -705,58 +724,64 @@ def _stretch(image: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out)
 
 
-def _decimated(path: Path, max_side: int = 512) -> np.ndarray:
-    with rasterio.open(path) as src:
-        scale = max(1, int(np.ceil(max(src.height, src.width) / max_side)))
-        shape = (src.count, src.height // scale, src.width // scale)
-        return src.read(out_shape=shape, masked=True).astype(np.float32).filled(np.nan)
+def _hex_rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
-def scene_preview(scene_dir: Path, scene: SceneDescription, out: Path) -> None:
-    """An RGB composite, a SAR composite and the label map side by side, as a PNG."""
-    import matplotlib
+def scene_preview(scene_dir: Path, scene: SceneDescription, rasters: dict[str, np.ndarray],
+                  out: Path, max_side: int = 256) -> None:
+    """An RGB composite, a SAR composite and the label map side by side, as a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    Drawn from the feature rasters already in memory (``rasters``: per modality, and
+    ``invalid``, black in every panel) taken every ``step`` pixels, and a decimated read of the
+    labels: no second full read of the scene and no plotting library (PIL only).
+    """
+    from PIL import Image, ImageDraw
 
+    height, width = rasters["invalid"].shape
+    step = max(1, int(np.ceil(max(height, width) / max_side)))
+    invalid = rasters["invalid"][::step, ::step]
+    zoom = max(1, max_side // max(invalid.shape))  # small scenes are enlarged, pixels kept
     panels = []
-    for modality in scene.modalities.values():
-        image = _decimated(scene_dir / modality.path)
+    for name, modality in scene.modalities.items():
+        image = np.where(invalid, np.nan, rasters[name][:, ::step, ::step])
         if modality.kind == "optical":
             idx = [modality.bands.index(b) if b in modality.bands else i
                    for i, b in enumerate(["B04", "B03", "B02"])][:image.shape[0]]
             rgb = _stretch(image[idx])
             title = f"{modality.path}: RGB (B04, B03, B02)"
         else:
-            db = 10 * np.log10(np.clip(image, 1e-6, None))
-            bands = [db[0], db[min(1, len(db) - 1)], db[0] - db[min(1, len(db) - 1)]]
-            rgb = _stretch(np.stack(bands))
+            second = image[min(1, len(image) - 1)]
+            rgb = _stretch(np.stack([image[0], second, image[0] - second]))
             title = f"{modality.path}: SAR ({'/'.join(modality.bands[:2])}, ratio) dB"
         if rgb.shape[-1] < 3:
             rgb = np.repeat(rgb[..., :1], 3, axis=-1)
-        panels.append((title, rgb))
-    labels = _decimated(scene_dir / scene.labels)[0]
+        panels.append((title, (rgb * 255).astype(np.uint8)))
+    with rasterio.open(scene_dir / scene.labels) as src:
+        labels = src.read(1, out_shape=invalid.shape)
     codes = sorted(scene.classes)
-    index = np.full(labels.shape, np.nan)
-    for i, code in enumerate(codes):
-        index[labels == code] = i
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5 * (len(panels) + 1), 5.4))
-    for ax, (title, rgb) in zip(axes, panels, strict=False):
-        ax.imshow(rgb)
-        ax.set_title(title, fontsize=9)
-    cmap = ListedColormap([_CLASS_COLOURS[i % len(_CLASS_COLOURS)] for i in range(len(codes))])
-    axes[-1].imshow(index, cmap=cmap, vmin=-0.5, vmax=len(codes) - 0.5, interpolation="nearest")
-    axes[-1].set_title(f"{scene.labels}: classes", fontsize=9)
-    from matplotlib.patches import Patch
+    colours = [_hex_rgb(_CLASS_COLOURS[i % len(_CLASS_COLOURS)]) for i in range(len(codes))]
+    label_rgb = np.full(labels.shape + (3,), 255, dtype=np.uint8)
+    for code, colour in zip(codes, colours, strict=True):
+        label_rgb[labels == code] = colour
+    panels.append((f"{scene.labels}: classes", label_rgb))
 
-    axes[-1].legend(handles=[Patch(color=cmap(i), label=f"{c} {scene.classes[c]}")
-                             for i, c in enumerate(codes)], fontsize=7, loc="lower right")
-    for ax in axes:
-        ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    gap, top, legend = 8, 16, 150
+    side_h, side_w = invalid.shape[0] * zoom, invalid.shape[1] * zoom
+    canvas = Image.new("RGB", (len(panels) * (side_w + gap) + legend, side_h + top + gap),
+                       "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (title, rgb) in enumerate(panels):
+        x = i * (side_w + gap)
+        panel = Image.fromarray(rgb).resize((side_w, side_h), Image.Resampling.NEAREST)
+        canvas.paste(panel, (x, top))
+        draw.text((x, 2), title, fill="black")
+    x = len(panels) * (side_w + gap)
+    for i, (code, colour) in enumerate(zip(codes, colours, strict=True)):
+        y = top + 14 * i
+        draw.rectangle((x, y, x + 10, y + 10), fill=colour)
+        draw.text((x + 14, y), f"{code} {scene.classes[code]}", fill="black")
+    canvas.save(out, format="PNG", compress_level=1)
 
 
 def iter_chunks(items: list, size: int) -> Iterator[list]:
