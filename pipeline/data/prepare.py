@@ -182,18 +182,27 @@ def scene_band_stats(rasters: dict[str, np.ndarray], modalities: list[str], rows
     mask = extract_patches(invalid, rows[dirty], cols[dirty], patch_size)
     stats = {}
     for name in modalities:
-        image = rasters[name]
-        filled = _fill_invalid(extract_patches(image, rows[dirty], cols[dirty], patch_size), mask)
-        mean, std = [], []
-        for band in range(image.shape[0]):
-            pixels = image[band].ravel().astype(np.float64)
-            extra = filled[:, band].ravel().astype(np.float64)
-            centre = (pixels @ weight + extra.sum()) / count
-            squares = ((pixels - centre) ** 2) @ weight + ((extra - centre) ** 2).sum()
-            mean.append(float(centre))
-            std.append(max(float(np.sqrt(squares / count)), 1e-6))
+        image = rasters[name].reshape(rasters[name].shape[0], -1)
+        filled = _fill_invalid(
+            extract_patches(rasters[name], rows[dirty], cols[dirty], patch_size), mask
+        ).transpose(1, 0, 2, 3).reshape(image.shape[0], -1).astype(np.float64)
+        # Two passes (mean, then squares about it) in float64, over cache-sized chunks.
+        total = filled.sum(axis=1)
+        for chunk in _chunks(image.shape[1]):
+            total += image[:, chunk].astype(np.float64) @ weight[chunk]
+        centre = total / count
+        squares = ((filled - centre[:, None]) ** 2).sum(axis=1)
+        for chunk in _chunks(image.shape[1]):
+            squares += (image[:, chunk].astype(np.float64) - centre[:, None]) ** 2 @ weight[chunk]
+        mean = centre.tolist()
+        std = np.maximum(np.sqrt(squares / count), 1e-6).tolist()
         stats[name] = BandStats(mean=mean, std=std)
     return stats
+
+
+def _chunks(length: int, size: int = 1 << 16) -> Iterator[slice]:
+    for start in range(0, length, size):
+        yield slice(start, min(start + size, length))
 
 
 def cut_patches(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
