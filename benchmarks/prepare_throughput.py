@@ -7,7 +7,10 @@ times in turn (the CPU may be shared: the figures are medians):
 - prepare on Spark: ``prepare_dataset`` on a running local Spark session (start-up excluded, a
   warm-up run first): windowed reads and features in Spark tasks, gathering the feature rasters
   and centres, split, statistics, fingerprint, writing ``scene.npz`` and the splits, preview PNG;
-- prepare in-process: the same without Spark (a plain loop over the windows), timed by phase.
+- prepare in-process: the same without Spark (a plain loop over the windows);
+- an empty Spark job of as many tasks as windows: Spark's fixed cost per job on this machine.
+
+Both prepare runs are timed by phase (the functions of ``pipeline.data.prepare`` that run them).
 
 Both rates are patches of the prepared dataset per second; the ratio is raw read time over
 prepare time (target: at least 0.5). Writes ``benchmarks/results/prepare_throughput.{json,png}``.
@@ -103,6 +106,13 @@ def timed_prepare(scene_dir: Path, out: Path, params: PrepareParams, spark: obje
     return seconds, manifest, timings
 
 
+def empty_job_seconds(spark: object, tasks: int) -> float:
+    """Seconds of a Spark job of ``tasks`` tasks that do nothing and return nothing."""
+    start = time.perf_counter()
+    spark.sparkContext.parallelize(range(tasks), tasks).map(lambda _: None).collect()  # type: ignore[attr-defined]
+    return time.perf_counter() - start
+
+
 def folder_bytes(folder: Path, pattern: str) -> int:
     """Total size of the files matching ``pattern`` in ``folder``."""
     return sum(p.stat().st_size for p in folder.glob(pattern))
@@ -128,11 +138,18 @@ def plot(report: dict, out: Path) -> None:
     left.set_title(f"ratio {report['ratio']} (Spark), {report['in_process_ratio']} (in-process)",
                    fontsize=9)
     left.legend(fontsize=8)
-    phases = report["in_process_phases_s"]
-    right.barh(list(phases), list(phases.values()), color="#1f4e99")
-    right.axvline(report["raw_read_s"], color="#7f7f7f", ls="--", label="raw read")
+    names = list(report["in_process_phases_s"])
+    y = np.arange(len(names))
+    right.barh(y - 0.2, [report["spark_phases_s"][k] for k in names], height=0.4,
+               color="#1f4e99", label="Spark")
+    right.barh(y + 0.2, [report["in_process_phases_s"][k] for k in names], height=0.4,
+               color="#98df8a", label="in-process")
+    right.axvline(report["raw_read_s"], color="#7f7f7f", ls="--", label="raw read (all)")
+    right.axvline(report["spark_empty_job_s"], color="#d62728", ls=":",
+                  label="empty Spark job")
+    right.set_yticks(y, names, fontsize=8)
     right.invert_yaxis()
-    right.set_xlabel("seconds (median, in-process prepare)")
+    right.set_xlabel("seconds per phase (median)")
     right.legend(fontsize=8)
     fig.suptitle(f"prepare throughput: {report['scene_px'][0]} x {report['scene_px'][1]} scene, "
                  f"{report['patches']:,} patches", fontsize=10)
@@ -151,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_environment(Path.cwd())
     params = PrepareParams(window_size=args.window)
-    raw, on_spark, in_process, phases = [], [], [], []
+    raw, on_spark, in_process, empty, phases, spark_phases = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         scene_dir = Path(tmp) / "raw"
         write_synthetic_scene(SyntheticSceneParams(height=args.side, width=args.side), scene_dir)
@@ -160,15 +177,18 @@ def main() -> None:
             prepare_dataset(scene_dir, Path(tmp) / "warmup", params)
             for i in range(args.repeats):
                 raw.append(raw_read_seconds(scene_dir, params))
-                seconds, manifest, _ = timed_prepare(scene_dir, Path(tmp) / f"spark{i}", params,
-                                                     spark)
+                seconds, manifest, timings = timed_prepare(scene_dir, Path(tmp) / f"spark{i}",
+                                                           params, spark)
                 on_spark.append(seconds)
+                spark_phases.append(timings)
+                empty.append(empty_job_seconds(spark, manifest["windows"]))
                 seconds, _, timings = timed_prepare(scene_dir, Path(tmp) / f"local{i}", params,
                                                     None)
                 in_process.append(seconds)
                 phases.append(timings)
                 print(f"repeat {i + 1}/{args.repeats}: raw {raw[-1]:.3f}s, Spark "
-                      f"{on_spark[-1]:.3f}s, in-process {in_process[-1]:.3f}s")
+                      f"{on_spark[-1]:.3f}s, in-process {in_process[-1]:.3f}s, empty Spark "
+                      f"job {empty[-1]:.3f}s")
         prepared = Path(tmp) / "spark0"
         prepared_bytes = folder_bytes(prepared, "*.npz")
         scene_bytes = folder_bytes(scene_dir, "*.tif")
@@ -192,9 +212,15 @@ def main() -> None:
         "target_ratio": 0.5,
         "in_process_phases_s": {k: round(statistics.median(t.get(k, 0.0) for t in phases), 4)
                                 for k in [*PHASES, "other"]},
+        "spark_phases_s": {k: round(statistics.median(t.get(k, 0.0) for t in spark_phases), 4)
+                           for k in [*PHASES, "other"]},
+        "spark_empty_job_s": round(statistics.median(empty), 4),
+        "ratio_without_spark_job_cost": round(raw_s / max(spark_s - statistics.median(empty),
+                                                          1e-9), 3),
         "samples_s": {"raw_read": [round(x, 4) for x in raw],
                       "prepare_spark": [round(x, 4) for x in on_spark],
-                      "prepare_in_process": [round(x, 4) for x in in_process]},
+                      "prepare_in_process": [round(x, 4) for x in in_process],
+                      "spark_empty_job": [round(x, 4) for x in empty]},
         "sizes_bytes": {"scene_tif": scene_bytes, "prepared_npz": prepared_bytes,
                         # what the patches layout stored: every patch's pixels, label, centre
                         "patches_layout_arrays": patches * (bands * params.patch_size ** 2 * 4

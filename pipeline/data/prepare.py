@@ -30,8 +30,8 @@ from rasterio.windows import Window
 from pipeline.config import PrepareParams
 from pipeline.data.scene import SceneDescription
 from pipeline.errors import DatasetError
-from pipeline.objective import MULTI_LABEL, SINGLE_LABEL  # noqa: F401 (re-exported)
 from pipeline.io import atomic_path
+from pipeline.objective import MULTI_LABEL, SINGLE_LABEL  # noqa: F401 (re-exported)
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
