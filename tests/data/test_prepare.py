@@ -312,9 +312,15 @@ def test_split_files_hold_centres_not_patches(prepared_dir: Path) -> None:
 
 def test_prepared_folder_is_smaller_than_twice_the_scene(scene_dir: Path,
                                                          prepared_dir: Path) -> None:
-    scene_bytes = sum(p.stat().st_size for p in scene_dir.glob("*.tif"))
+    scene_bytes = 0  # the scene's pixels, uncompressed, in their stored data types
+    for path in scene_dir.glob("*.tif"):
+        with rasterio.open(path) as src:
+            scene_bytes += src.count * src.height * src.width * np.dtype(src.dtypes[0]).itemsize
     prepared_bytes = sum(p.stat().st_size for p in prepared_dir.glob("*.npz"))
+    patches = sum(json.loads((prepared_dir / "manifest.json").read_text())["split_sizes"].values())
+    patch_bytes = patches * (4 + 2) * SMALL_PREPARE.patch_size ** 2 * 4  # the patches, float32
     assert prepared_bytes < 2 * scene_bytes
+    assert prepared_bytes < patch_bytes / 3
 
 
 def test_patches_cut_at_load_time_equal_whole_scene_patches_with_nodata(
