@@ -1,10 +1,12 @@
-"""Patches around labelled pixels, cut in windows by Spark tasks; a spatially blocked split.
+"""Patches around labelled pixels, found in windows by Spark tasks; a spatially blocked split.
 
 The scene is cut into square windows (``prepare.window_size``); each window is one task that
 reads its rasters with rasterio (a windowed read, with a halo of ``patch_size // 2`` pixels so the
-patches centred near the window's edge are whole) and returns the patches centred inside it. The
-driver gathers them, so a scene larger than memory is never read whole, and the result is the same
-for any window size (a test holds the two equal).
+patches centred near the window's edge are whole when their nodata is counted) and returns the
+window's features and the centres of the patches kept inside it. The driver pastes the windows
+into feature rasters, stored once (``scene.npz``); a split stores its centres and labels, and its
+patches are cut when it is loaded (``read_split``), so no pixel is stored once per patch
+containing it. The result is the same for any window size (a test holds the two equal).
 
 The split is by spatial block, never by patch: neighbouring, overlapping patches in train and
 test would inflate accuracy. Normalisation statistics come from the training split only.
@@ -479,12 +481,14 @@ def check_scene(scene_dir: Path, scene: SceneDescription) -> Grid:
 
 def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                     spark: object | None = None) -> dict:
-    """Cut, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
+    """Find, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
 
-    ``out_dir`` receives ``train.npz``, ``val.npz``, ``test.npz`` (raw features per modality,
-    ``label`` as class index, ``row``/``col`` of the centre), ``manifest.json`` (source files,
-    grid, bands, classes, split sizes and class counts, dropped patches, normalisation statistics,
-    content fingerprint) and ``preview.png``. With ``spark``, each window is a Spark task.
+    ``out_dir`` receives ``scene.npz`` (the feature raster per modality, ``(bands, H, W)``
+    float32, and ``invalid``, the nodata pixels), ``train.npz``, ``val.npz``, ``test.npz``
+    (``row``/``col`` of each patch's centre, ``label`` as class index), ``manifest.json``
+    (``layout: scene``, source files, grid, bands, classes, split sizes and class counts, dropped
+    patches, normalisation statistics, content fingerprint) and ``preview.png``. With ``spark``,
+    each window is a Spark task.
 
     Returns:
         The manifest.
