@@ -16,6 +16,7 @@ Both rates are patches of the prepared dataset per second; the ratio is raw read
 prepare time (target: at least 0.5). Writes ``benchmarks/results/prepare_throughput.{json,png}``.
 
     python -m benchmarks.prepare_throughput [--side 768] [--window 256] [--master local[2]]
+                                            [--repeats 5] [--name prepare_throughput]
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--name", default="prepare_throughput",
+                        help="results file name in benchmarks/results/ (.json, .png)")
     args = parser.parse_args()
     configure_environment(Path.cwd())
     params = PrepareParams(window_size=args.window)
@@ -228,8 +231,8 @@ def main() -> None:
         "machine": machine(),
     }
     RESULTS.mkdir(exist_ok=True)
-    save("prepare_throughput", report)
-    plot(report, RESULTS / "prepare_throughput.png")
+    save(args.name, report)
+    plot(report, RESULTS / f"{args.name}.png")
     print(f"ratio (median of {args.repeats}): {report['ratio']} with Spark, "
           f"{report['in_process_ratio']} in-process; target {report['target_ratio']}")
 
