@@ -1,39 +1,52 @@
 """Patches per second of the prepare stage vs the raw rasterio read rate of the same windows.
 
-Generates a synthetic scene (``--side`` pixels square), then on the same machine:
+Generates a synthetic scene (``--side`` pixels square), then on the same machine, ``--repeats``
+times in turn (the CPU may be shared: the figures are medians):
 
 - raw: reads every window (with its halo) of every raster with rasterio, one after the other;
-- prepare: ``prepare_dataset`` on a running local Spark session (Spark start-up excluded):
-  windowed reads in Spark tasks, patch extraction, gathering, split, statistics, writing the
-  ``.npz`` files, fingerprint and preview PNG; and the same without Spark (in-process loop).
+- prepare on Spark: ``prepare_dataset`` on a running local Spark session (start-up excluded, a
+  warm-up run first): windowed reads and features in Spark tasks, gathering the feature rasters
+  and centres, split, statistics, fingerprint, writing ``scene.npz`` and the splits, preview PNG;
+- prepare in-process: the same without Spark (a plain loop over the windows);
+- an empty Spark job of as many tasks as windows: Spark's fixed cost per job on this machine.
 
-Both rates are patches of the prepared dataset per second. Writes
-``benchmarks/results/prepare_throughput.json``.
+Both prepare runs are timed by phase (the functions of ``pipeline.data.prepare`` that run them).
+
+Both rates are patches of the prepared dataset per second; the ratio is raw read time over
+prepare time (target: at least 0.5). Writes ``benchmarks/results/prepare_throughput.{json,png}``.
 
     python -m benchmarks.prepare_throughput [--side 768] [--window 256] [--master local[2]]
+                                            [--repeats 5] [--name prepare_throughput]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import contextlib
+import functools
+import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from benchmarks.common import RESULTS, machine, save
 from pipeline.config import PrepareParams, SparkParams, SyntheticSceneParams
+from pipeline.data import prepare
 from pipeline.data.prepare import plan_windows, prepare_dataset
 from pipeline.data.scene import SceneDescription
 from pipeline.data.synthetic import write_synthetic_scene
 from pipeline.runtime import configure_environment
 from pipeline.spark import spark_session
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# The prepare stage's phases, as the functions of pipeline.data.prepare that run them.
+PHASES = {"windows (read, features)": "run_tasks", "gather": "gather_windows",
+          "statistics": "scene_band_stats", "fingerprint": "fingerprint",
+          "write npz": "savez", "preview": "scene_preview"}
 
 
 def raw_read_seconds(scene_dir: Path, params: PrepareParams) -> float:
@@ -54,41 +67,174 @@ def raw_read_seconds(scene_dir: Path, params: PrepareParams) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def phase_timer(timings: dict[str, float]) -> Iterator[None]:
+    """Wrap the phase functions of ``pipeline.data.prepare`` so that their time adds up."""
+    def timed(name: str, func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    originals = {attr: getattr(prepare, attr) for attr in PHASES.values() if attr != "savez"}
+    savez = np.savez
+    try:
+        for phase, attr in PHASES.items():
+            if attr == "savez":
+                np.savez = timed(phase, savez)
+            else:
+                setattr(prepare, attr, timed(phase, originals[attr]))
+        yield
+    finally:
+        np.savez = savez
+        for attr, func in originals.items():
+            setattr(prepare, attr, func)
+
+
+def timed_prepare(scene_dir: Path, out: Path, params: PrepareParams, spark: object | None
+                  ) -> tuple[float, dict, dict[str, float]]:
+    """Seconds of one ``prepare_dataset`` run, its manifest, and seconds per phase."""
+    timings: dict[str, float] = {}
+    with phase_timer(timings):
+        start = time.perf_counter()
+        manifest = prepare_dataset(scene_dir, out, params, spark)
+        seconds = time.perf_counter() - start
+    timings["other"] = seconds - sum(timings.values())
+    return seconds, manifest, timings
+
+
+def empty_job_seconds(spark: object, tasks: int) -> float:
+    """Seconds of a Spark job of ``tasks`` tasks that do nothing and return nothing."""
+    start = time.perf_counter()
+    spark.sparkContext.parallelize(range(tasks), tasks).map(lambda _: None).collect()  # type: ignore[attr-defined]
+    return time.perf_counter() - start
+
+
+def folder_bytes(folder: Path, pattern: str) -> int:
+    """Total size of the files matching ``pattern`` in ``folder``."""
+    return sum(p.stat().st_size for p in folder.glob(pattern))
+
+
+def plot(report: dict, out: Path) -> None:
+    """Patches/s of raw read and prepare, and where the in-process prepare spends its time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = ["raw read", "prepare\n(Spark)", "prepare\n(in-process)"]
+    rates = [report["raw_read_patches_per_s"], report["prepare_patches_per_s"],
+             report["in_process_patches_per_s"]]
+    left.bar(names, rates, color=["#7f7f7f", "#1f4e99", "#98df8a"])
+    left.axhline(report["target_ratio"] * rates[0], color="#d62728", ls="--",
+                 label=f"target: {report['target_ratio']} x raw")
+    for i, rate in enumerate(rates):
+        left.text(i, rate, f"{rate:,.0f}", ha="center", va="bottom", fontsize=8)
+    left.set_ylabel("patches / s (median)")
+    left.set_title(f"ratio {report['ratio']} (Spark), {report['in_process_ratio']} (in-process)",
+                   fontsize=9)
+    left.legend(fontsize=8)
+    names = list(report["in_process_phases_s"])
+    y = np.arange(len(names))
+    right.barh(y - 0.2, [report["spark_phases_s"][k] for k in names], height=0.4,
+               color="#1f4e99", label="Spark")
+    right.barh(y + 0.2, [report["in_process_phases_s"][k] for k in names], height=0.4,
+               color="#98df8a", label="in-process")
+    right.axvline(report["raw_read_s"], color="#7f7f7f", ls="--", label="raw read (all)")
+    right.axvline(report["spark_empty_job_s"], color="#d62728", ls=":",
+                  label="empty Spark job")
+    right.set_yticks(y, names, fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("seconds per phase (median)")
+    right.legend(fontsize=8)
+    fig.suptitle(f"prepare throughput: {report['scene_px'][0]} x {report['scene_px'][1]} scene, "
+                 f"{report['patches']:,} patches", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
+    """Measure, write the JSON and the PNG, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--side", type=int, default=768)
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--name", default="prepare_throughput",
+                        help="results file name in benchmarks/results/ (.json, .png)")
     args = parser.parse_args()
     configure_environment(Path.cwd())
     params = PrepareParams(window_size=args.window)
+    raw, on_spark, in_process, empty, phases, spark_phases = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         scene_dir = Path(tmp) / "raw"
         write_synthetic_scene(SyntheticSceneParams(height=args.side, width=args.side), scene_dir)
-        raw_s = min(raw_read_seconds(scene_dir, params) for _ in range(3))
         with spark_session(SparkParams(master=args.master)) as spark:
             prepare_dataset(scene_dir, Path(tmp) / "warmup", params, spark)  # warm workers
-            start = time.perf_counter()
-            manifest = prepare_dataset(scene_dir, Path(tmp) / "prepared", params, spark)
-            prepare_s = time.perf_counter() - start
-        start = time.perf_counter()
-        prepare_dataset(scene_dir, Path(tmp) / "in_process", params)  # same code, no Spark
-        in_process_s = time.perf_counter() - start
+            prepare_dataset(scene_dir, Path(tmp) / "warmup", params)
+            for i in range(args.repeats):
+                raw.append(raw_read_seconds(scene_dir, params))
+                seconds, manifest, timings = timed_prepare(scene_dir, Path(tmp) / f"spark{i}",
+                                                           params, spark)
+                on_spark.append(seconds)
+                spark_phases.append(timings)
+                empty.append(empty_job_seconds(spark, manifest["windows"]))
+                seconds, _, timings = timed_prepare(scene_dir, Path(tmp) / f"local{i}", params,
+                                                    None)
+                in_process.append(seconds)
+                phases.append(timings)
+                print(f"repeat {i + 1}/{args.repeats}: raw {raw[-1]:.3f}s, Spark "
+                      f"{on_spark[-1]:.3f}s, in-process {in_process[-1]:.3f}s, empty Spark "
+                      f"job {empty[-1]:.3f}s")
+        prepared = Path(tmp) / "spark0"
+        prepared_bytes = folder_bytes(prepared, "*.npz")
+        scene_bytes = folder_bytes(scene_dir, "*.tif")
     patches = sum(manifest["split_sizes"].values())
+    bands = sum(len(m["bands"]) for m in manifest["modalities"].values())
+    raw_s, spark_s, local_s = (statistics.median(x) for x in (raw, on_spark, in_process))
     report = {
         "scene_px": [args.side, args.side], "window_size": args.window,
-        "windows": manifest["windows"], "patches": patches,
-        "patch_size": params.patch_size, "stride": params.stride, "spark_master": args.master,
-        "raw_read_s": round(raw_s, 3), "prepare_s": round(prepare_s, 3),
-        "raw_read_patches_per_s": round(patches / raw_s), "prepare_patches_per_s":
-        round(patches / prepare_s), "ratio": round(raw_s / prepare_s, 3), "target_ratio": 0.5,
-        "in_process_prepare_s": round(in_process_s, 3),
-        "in_process_ratio": round(raw_s / in_process_s, 3),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "windows": manifest["windows"], "patches": patches, "patch_size": params.patch_size,
+        "stride": params.stride, "spark_master": args.master, "repeats": args.repeats,
+        "raw_read_s": round(raw_s, 4), "prepare_s": round(spark_s, 4),
+        "in_process_prepare_s": round(local_s, 4),
+        "raw_read_patches_per_s": round(patches / raw_s),
+        "prepare_patches_per_s": round(patches / spark_s),
+        "in_process_patches_per_s": round(patches / local_s),
+        "ratio": round(raw_s / spark_s, 3),
+        "in_process_ratio": round(raw_s / local_s, 3),
+        "ratio_per_repeat": [round(r / s, 3) for r, s in zip(raw, on_spark, strict=True)],
+        "in_process_ratio_per_repeat": [round(r / s, 3)
+                                        for r, s in zip(raw, in_process, strict=True)],
+        "target_ratio": 0.5,
+        "in_process_phases_s": {k: round(statistics.median(t.get(k, 0.0) for t in phases), 4)
+                                for k in [*PHASES, "other"]},
+        "spark_phases_s": {k: round(statistics.median(t.get(k, 0.0) for t in spark_phases), 4)
+                           for k in [*PHASES, "other"]},
+        "spark_empty_job_s": round(statistics.median(empty), 4),
+        "ratio_without_spark_job_cost": round(raw_s / max(spark_s - statistics.median(empty),
+                                                          1e-9), 3),
+        "samples_s": {"raw_read": [round(x, 4) for x in raw],
+                      "prepare_spark": [round(x, 4) for x in on_spark],
+                      "prepare_in_process": [round(x, 4) for x in in_process],
+                      "spark_empty_job": [round(x, 4) for x in empty]},
+        "sizes_bytes": {"scene_tif": scene_bytes, "prepared_npz": prepared_bytes,
+                        # what the patches layout stored: every patch's pixels, label, centre
+                        "patches_layout_arrays": patches * (bands * params.patch_size ** 2 * 4
+                                                            + 8 + 2 * 4)},
+        "machine": machine(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "prepare_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    save(args.name, report)
+    plot(report, RESULTS / f"{args.name}.png")
+    print(f"ratio (median of {args.repeats}): {report['ratio']} with Spark, "
+          f"{report['in_process_ratio']} in-process; target {report['target_ratio']}")
 
 
 if __name__ == "__main__":

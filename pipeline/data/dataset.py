@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.prepare import MANIFEST_FILE, MULTI_LABEL, SINGLE_LABEL, SPLITS
+from pipeline.data.prepare import (
+    MANIFEST_FILE,
+    MULTI_LABEL,
+    SCENE_FILE,
+    SCENE_LAYOUT,
+    SINGLE_LABEL,
+    SPLITS,
+    prepared_files,
+    read_split,
+)
 from pipeline.errors import DatasetError
 
 
@@ -41,15 +50,24 @@ class PatchSplit:
 
 @dataclass(frozen=True)
 class PreparedDataset:
-    """A prepared dataset folder: ``manifest.json`` plus one ``.npz`` per split."""
+    """A prepared dataset folder: ``manifest.json``, one ``.npz`` per split, maybe ``scene.npz``.
+
+    Layout ``scene`` (a scene's patches): ``scene.npz`` holds the feature rasters and a split its
+    patch centres and labels; the patches are cut when a split is loaded. Layout ``patches``
+    (BigEarthNet, and datasets written before layouts existed): a split holds its patches.
+    """
 
     root: Path
 
     @classmethod
     def open(cls, root: Path | str) -> PreparedDataset:
-        """Open ``root``, checking that the manifest and every split exist."""
+        """Open ``root``, checking that the manifest and every data file exist."""
         root = Path(root)
-        for name in (MANIFEST_FILE, *(f"{s}.npz" for s in SPLITS)):
+        names = [MANIFEST_FILE]
+        if (root / MANIFEST_FILE).is_file():
+            manifest = json.loads((root / MANIFEST_FILE).read_text())
+            names += [f"{stem}.npz" for stem in prepared_files(manifest)]
+        for name in names:
             if not (root / name).is_file():
                 raise DatasetError(root / name, "prepared dataset file missing",
                                    "run the prepare stage (`dvc repro prepare`)")
@@ -80,19 +98,27 @@ class PreparedDataset:
         """Number of bands per modality, in the manifest's modality order."""
         return {name: len(m["bands"]) for name, m in self.manifest["modalities"].items()}
 
+    @cached_property
+    def _scene(self) -> dict[str, np.ndarray] | None:
+        """The feature rasters (layout ``scene``), read once for all splits."""
+        if self.manifest.get("layout") != SCENE_LAYOUT:
+            return None
+        with np.load(self.root / SCENE_FILE) as arrays:
+            return dict(arrays)
+
     def split(self, name: str) -> PatchSplit:
         """Load split ``name`` (train/val/test), normalised with the training statistics."""
         if name not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
-        with np.load(self.root / f"{name}.npz") as arrays:
-            inputs = {}
-            for modality in self.channels:
-                stats = self.manifest["normalisation"][modality]
-                mean = np.asarray(stats["mean"], dtype=np.float32)[None, :, None, None]
-                std = np.asarray(stats["std"], dtype=np.float32)[None, :, None, None]
-                inputs[modality] = torch.from_numpy((arrays[modality] - mean) / std)
-            if self.task == MULTI_LABEL:
-                labels = torch.from_numpy(arrays["label"].astype(np.float32))
-            else:
-                labels = torch.from_numpy(arrays["label"].astype(np.int64))
+        arrays = read_split(self.root, name, self._scene)
+        inputs = {}
+        for modality in self.channels:
+            stats = self.manifest["normalisation"][modality]
+            mean = np.asarray(stats["mean"], dtype=np.float32)[None, :, None, None]
+            std = np.asarray(stats["std"], dtype=np.float32)[None, :, None, None]
+            inputs[modality] = torch.from_numpy((arrays[modality] - mean) / std)
+        if self.task == MULTI_LABEL:
+            labels = torch.from_numpy(arrays["label"].astype(np.float32))
+        else:
+            labels = torch.from_numpy(arrays["label"].astype(np.int64))
         return PatchSplit(inputs=inputs, labels=labels)

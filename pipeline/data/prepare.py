@@ -1,10 +1,12 @@
-"""Patches around labelled pixels, cut in windows by Spark tasks; a spatially blocked split.
+"""Patches around labelled pixels, found in windows by Spark tasks; a spatially blocked split.
 
 The scene is cut into square windows (``prepare.window_size``); each window is one task that
 reads its rasters with rasterio (a windowed read, with a halo of ``patch_size // 2`` pixels so the
-patches centred near the window's edge are whole) and returns the patches centred inside it. The
-driver gathers them, so a scene larger than memory is never read whole, and the result is the same
-for any window size (a test holds the two equal).
+patches centred near the window's edge are whole when their nodata is counted) and returns the
+window's features and the centres of the patches kept inside it. The driver pastes the windows
+into feature rasters, stored once (``scene.npz``); a split stores its centres and labels, and its
+patches are cut when it is loaded (``read_split``), so no pixel is stored once per patch
+containing it. The result is the same for any window size (a test holds the two equal).
 
 The split is by spatial block, never by patch: neighbouring, overlapping patches in train and
 test would inflate accuracy. Normalisation statistics come from the training split only.
@@ -30,12 +32,15 @@ from rasterio.windows import Window
 from pipeline.config import PrepareParams
 from pipeline.data.scene import SceneDescription
 from pipeline.errors import DatasetError
-from pipeline.objective import MULTI_LABEL, SINGLE_LABEL  # noqa: F401 (re-exported)
 from pipeline.io import atomic_path
+from pipeline.objective import MULTI_LABEL, SINGLE_LABEL  # noqa: F401 (re-exported)
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
 PREVIEW_FILE = "preview.png"
+SCENE_FILE = "scene.npz"
+SCENE_LAYOUT = "scene"  # scene.npz holds the feature rasters; a split holds centres and labels
+PATCHES_LAYOUT = "patches"  # a split holds its patches (BigEarthNet: a patch is a whole image)
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def to_features(data: np.ndarray, kind: str) -> np.ndarray:
     """Physical values the network sees: reflectance for optical, decibels for SAR."""
     if kind == "sar":
         return (10.0 * np.log10(np.clip(data.astype(np.float64), 1e-6, None))).astype(np.float32)
-    return (data.astype(np.float32) / 10000.0).astype(np.float32)
+    return np.divide(data, np.float32(10000.0), dtype=np.float32)
 
 
 def patch_centres(labels: np.ndarray, ignore: list[int], patch_size: int,
@@ -144,6 +149,80 @@ def band_stats(patches: np.ndarray) -> BandStats:
     return BandStats(mean=mean.tolist(), std=np.maximum(std, 1e-6).tolist())
 
 
+def coverage(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
+             patch_size: int) -> np.ndarray:
+    """How many of the patches centred at ``rows``/``cols`` contain each pixel, ``(H, W)``.
+
+    A summed-area table of the centres, in int32: it may wrap around on a huge scene, but the
+    box sums, small, are exact modulo 2**32.
+    """
+    half = patch_size // 2
+    centres = np.zeros((shape[0] + 2 * half + 1, shape[1] + 2 * half + 1), dtype=np.int32)
+    centres[rows + half + 1, cols + half + 1] = 1  # padded by half, plus a zero first row/col
+    table = centres.cumsum(axis=0, dtype=np.int32).cumsum(axis=1, dtype=np.int32)
+    height, width = shape
+    p = patch_size
+    return (table[p:p + height, p:p + width] - table[:height, p:p + width]
+            - table[p:p + height, :width] + table[:height, :width])
+
+
+def scene_band_stats(rasters: dict[str, np.ndarray], modalities: list[str], rows: np.ndarray,
+                     cols: np.ndarray, patch_size: int) -> dict[str, BandStats]:
+    """``band_stats`` of the patches centred at ``rows``/``cols``, without cutting them all.
+
+    ``rasters`` holds the feature rasters per modality and ``invalid``. A pixel counts once per
+    patch that contains it (its coverage), exactly as over the cut patches; the patches with
+    nodata pixels (filled with their own mean) are cut, filled and added.
+    """
+    invalid = rasters["invalid"]
+    dirty = np.zeros(len(rows), dtype=bool)
+    if invalid.any():
+        dirty = window_sums(invalid, rows, cols, patch_size) > 0
+    weight = coverage(rows[~dirty], cols[~dirty], invalid.shape, patch_size).ravel()
+    weight = weight.astype(np.float64)
+    count = len(rows) * patch_size ** 2
+    mask = extract_patches(invalid, rows[dirty], cols[dirty], patch_size)
+    stats = {}
+    for name in modalities:
+        image = rasters[name].reshape(rasters[name].shape[0], -1)
+        filled = _fill_invalid(
+            extract_patches(rasters[name], rows[dirty], cols[dirty], patch_size), mask
+        ).transpose(1, 0, 2, 3).reshape(image.shape[0], -1).astype(np.float64)
+        # Two passes (mean, then squares about it) in float64, over cache-sized chunks.
+        total = filled.sum(axis=1)
+        for chunk in _chunks(image.shape[1]):
+            total += image[:, chunk].astype(np.float64) @ weight[chunk]
+        centre = total / count
+        squares = ((filled - centre[:, None]) ** 2).sum(axis=1)
+        for chunk in _chunks(image.shape[1]):
+            squares += (image[:, chunk].astype(np.float64) - centre[:, None]) ** 2 @ weight[chunk]
+        mean = centre.tolist()
+        std = np.maximum(np.sqrt(squares / count), 1e-6).tolist()
+        stats[name] = BandStats(mean=mean, std=std)
+    return stats
+
+
+def _chunks(length: int, size: int = 1 << 16) -> Iterator[slice]:
+    for start in range(0, length, size):
+        yield slice(start, min(start + size, length))
+
+
+def cut_patches(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                patch_size: int) -> np.ndarray:
+    """Patches ``(N, bands, p, p)`` float32 of a feature raster, nodata pixels filled.
+
+    A nodata pixel (``invalid``) takes the mean of its patch's valid pixels, per band.
+    """
+    patches = extract_patches(image, rows, cols, patch_size)
+    if not invalid.any():
+        return patches
+    dirty = np.flatnonzero(window_sums(invalid, rows, cols, patch_size) > 0)
+    if len(dirty):
+        mask = extract_patches(invalid, rows[dirty], cols[dirty], patch_size)
+        patches[dirty] = _fill_invalid(patches[dirty], mask)
+    return patches.astype(np.float32, copy=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Windows: one Spark task each.
 
@@ -178,11 +257,13 @@ def _read_valid(path: Path, band_names: list[str], window: Window
     with rasterio.open(path) as src:
         data = src.read(window=window)
         nodata = src.nodata
-    valid = np.ones(data.shape, dtype=bool)
-    if nodata is not None:
-        valid &= ~np.isnan(data) if np.isnan(nodata) else data != nodata
+    if nodata is None:
+        valid = np.ones(data.shape, dtype=bool)
+    else:
+        valid = ~np.isnan(data) if np.isnan(nodata) else data != nodata
     if data.dtype.kind == "f":
-        bad = ~np.isfinite(data) & valid
+        bad = ~np.isfinite(data)
+        bad &= valid
         if bad.any():
             band = int(np.argmax(bad.any(axis=(1, 2))))
             return data, valid, {
@@ -197,27 +278,29 @@ def _read_valid(path: Path, band_names: list[str], window: Window
 
 def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParams,
                    core: tuple[int, int, int, int]) -> dict[str, Any]:
-    """Patches centred in the core window ``core``: one Spark task.
+    """Features and patch centres of the core window ``core``: one Spark task.
 
-    Returns plain arrays: per modality ``(n, bands, p, p)`` features, ``code`` (class code per
-    patch), ``row``/``col`` (scene coordinates of the centre); counts of dropped patches; label
-    codes seen that are in neither the class map nor the ignored codes; and ``error`` (``None``,
-    or the file, problem and fix of bad values).
+    The halo is read so that the nodata fraction (and the majority label) of a patch centred near
+    the edge sees its whole patch; no patch is cut here. Returns plain arrays: per modality the
+    core window's features ``(bands, h, w)`` float32, ``invalid`` ``(h, w)`` (a pixel that is
+    nodata in any band of any modality), ``code`` (class code per kept centre), ``row``/``col``
+    (scene coordinates of the centre); counts of dropped patches; label codes seen that are in
+    neither the class map nor the ignored codes; and ``error`` (``None``, or the file, problem and
+    fix of bad values).
     """
     root = Path(scene_dir)
-    with rasterio.open(root / scene.labels) as src:
-        height, width, label_nodata = src.height, src.width, src.nodata
     half = params.patch_size // 2
     r0, c0, h, w = core
-    top, left = max(0, r0 - half), max(0, c0 - half)
-    bottom, right = min(height, r0 + h + half), min(width, c0 + w + half)
-    window = Window(left, top, right - left, bottom - top)
-
     with rasterio.open(root / scene.labels) as src:
-        labels = src.read(1, window=window).astype(np.int64)
+        height, width, label_nodata = src.height, src.width, src.nodata
+        top, left = max(0, r0 - half), max(0, c0 - half)
+        bottom, right = min(height, r0 + h + half), min(width, c0 + w + half)
+        window = Window(left, top, right - left, bottom - top)
+        stored = src.read(1, window=window)
+    inner = (slice(r0 - top, r0 - top + h), slice(c0 - left, c0 - left + w))
+    labels = stored.astype(np.int64)
     ignore = list(scene.ignore_codes) + ([int(label_nodata)] if label_nodata is not None else [])
-    core_labels = labels[r0 - top:r0 - top + h, c0 - left:c0 - left + w]
-    seen = np.unique(core_labels)
+    seen = np.unique(stored[inner]).astype(np.int64)
     unknown = sorted(set(seen.tolist()) - set(scene.classes) - set(ignore))
 
     rows, cols = _window_centres(core, height, width, params)
@@ -236,14 +319,20 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
             if modality.source:
                 error["problem"] += f" (aligned from {modality.source})"
             return result | {"error": error}
-        features[name] = to_features(np.where(valid, data, 1), modality.kind)
         invalid_by[name] = ~valid.all(axis=0)
         invalid_any |= invalid_by[name]
+        core_data, core_valid = data[:, inner[0], inner[1]], valid[:, inner[0], inner[1]]
+        if not core_valid.all():
+            core_data = np.where(core_valid, core_data, 1)
+        features[name] = to_features(core_data, modality.kind)
 
     area = params.patch_size ** 2
     drop = np.zeros(len(rows), dtype=bool)
     for name, invalid in invalid_by.items():
-        fraction = extract_patches(invalid, lrows, lcols, params.patch_size).sum(axis=(1, 2)) / area
+        if not invalid.any():
+            result["dropped_nodata_by"][name] = 0
+            continue
+        fraction = window_sums(invalid, lrows, lcols, params.patch_size) / area
         too_much = fraction > params.max_nodata_fraction
         result["dropped_nodata_by"][name] = int(too_much.sum())
         drop |= too_much
@@ -251,12 +340,8 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     keep = ~drop
     rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
 
-    mask = extract_patches(invalid_any, lrows, lcols, params.patch_size)  # (n, p, p)
-    for name, image in features.items():
-        patches = extract_patches(image, lrows, lcols, params.patch_size)
-        if mask.any():
-            patches = _fill_invalid(patches, mask)
-        result[name] = patches.astype(np.float32, copy=False)
+    result.update(features)
+    result["invalid"] = np.ascontiguousarray(invalid_any[inner])
     if params.label == "majority":
         result["code"] = _majority(extract_patches(labels, lrows, lcols, params.patch_size),
                                    labels[lrows, lcols], ignore)
@@ -264,6 +349,20 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
         result["code"] = labels[lrows, lcols]
     result["row"], result["col"] = rows.astype(np.int32), cols.astype(np.int32)
     return result
+
+
+def window_sums(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                patch_size: int) -> np.ndarray:
+    """Per centre, how many pixels of the ``patch_size`` square around it are set in ``mask``.
+
+    A summed-area table: O(H W) once, then four lookups per centre (no patch is materialised).
+    """
+    half = patch_size // 2
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+    top, left = rows - half, cols - half
+    bottom, right = top + patch_size, left + patch_size
+    return table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
 
 
 def _fill_invalid(patches: np.ndarray, invalid: np.ndarray) -> np.ndarray:
@@ -382,12 +481,14 @@ def check_scene(scene_dir: Path, scene: SceneDescription) -> Grid:
 
 def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                     spark: object | None = None) -> dict:
-    """Cut, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
+    """Find, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
 
-    ``out_dir`` receives ``train.npz``, ``val.npz``, ``test.npz`` (raw features per modality,
-    ``label`` as class index, ``row``/``col`` of the centre), ``manifest.json`` (source files,
-    grid, bands, classes, split sizes and class counts, dropped patches, normalisation statistics,
-    content fingerprint) and ``preview.png``. With ``spark``, each window is a Spark task.
+    ``out_dir`` receives ``scene.npz`` (the feature raster per modality, ``(bands, H, W)``
+    float32, and ``invalid``, the nodata pixels), ``train.npz``, ``val.npz``, ``test.npz``
+    (``row``/``col`` of each patch's centre, ``label`` as class index), ``manifest.json``
+    (``layout: scene``, source files, grid, bands, classes, split sizes and class counts, dropped
+    patches, normalisation statistics, content fingerprint) and ``preview.png``. With ``spark``,
+    each window is a Spark task.
 
     Returns:
         The manifest.
@@ -403,7 +504,8 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
     progress = ProgressLog("prepare", len(windows), "windows")
     task = functools.partial(extract_window, str(scene_dir), scene, params)
     results = run_tasks(task, windows, spark, progress)
-    arrays = gather_windows(results, scene, scene_dir)
+    arrays = gather_windows(results, windows, (grid.height, grid.width), scene, scene_dir)
+    rasters = {k: arrays.pop(k) for k in [*scene.modalities, "invalid"]}
     codes = sorted(scene.classes)
     index_of = {code: i for i, code in enumerate(codes)}
     labels = np.array([index_of[c] for c in arrays.pop("code").tolist()], dtype=np.int64)
@@ -416,7 +518,8 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                                ", too few to split", f"add code {code} to the ignored codes, "
                                "merge it into another class, or lower prepare.stride")
     split = block_split(arrays["row"], arrays["col"], params)
-    per_split = split_arrays(arrays | {"label": labels}, split, scene_dir,
+    per_split = split_arrays({"row": arrays["row"], "col": arrays["col"], "label": labels},
+                             split, scene_dir,
                              "use a larger scene, a smaller prepare.block_size or a smaller "
                              "prepare.stride")
     manifest = {
@@ -438,13 +541,17 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
         "class_counts": {s: np.bincount(per_split[s]["label"], minlength=len(codes)).tolist()
                          for s in SPLITS},
     }
-    preview = functools.partial(scene_preview, scene_dir, scene)
-    return write_prepared(out_dir, per_split, manifest, preview)
+    preview = functools.partial(scene_preview, scene_dir, scene, rasters)
+    return write_prepared(out_dir, per_split, manifest, preview, scene_arrays=rasters)
 
 
-def gather_windows(results: list[dict], scene: SceneDescription, scene_dir: Path
+def gather_windows(results: list[dict], windows: list[tuple[int, int, int, int]],
+                   shape: tuple[int, int], scene: SceneDescription, scene_dir: Path
                    ) -> dict[str, np.ndarray]:
-    """Concatenate the windows' patches in scene order (row-major), checking their reports.
+    """The windows' features pasted into scene rasters, their centres in scene order (row-major).
+
+    Returns per modality ``(bands, H, W)`` features, ``invalid`` ``(H, W)``, and ``code``,
+    ``row``, ``col`` per patch centre, checking the windows' reports first.
 
     Raises:
         DatasetError: NaN/inf values, label codes outside the class map, or no patch left.
@@ -457,7 +564,7 @@ def gather_windows(results: list[dict], scene: SceneDescription, scene_dir: Path
         raise DatasetError(scene_dir / scene.labels, f"label codes {unknown} are not in the "
                            "class map", "add them to the class map (ingest.scene.classes) or "
                            "to the ignored codes (ingest.scene.ignore_codes)")
-    keys = [*scene.modalities, "code", "row", "col"]
+    keys = ["code", "row", "col"]
     arrays = {k: np.concatenate([r[k] for r in results if k in r]) for k in keys}
     if len(arrays["code"]) == 0:
         dropped = {name: sum(r["dropped_nodata_by"].get(name, 0) for r in results)
@@ -472,7 +579,14 @@ def gather_windows(results: list[dict], scene: SceneDescription, scene_dir: Path
         raise DatasetError(scene_dir / scene.labels, "no labelled pixel to cut a patch around",
                            "check the label raster and the ignored codes")
     order = np.lexsort((arrays["col"], arrays["row"]))
-    return {k: v[order] for k, v in arrays.items()}
+    arrays = {k: v[order] for k, v in arrays.items()}
+    for name in [*scene.modalities, "invalid"]:
+        first = results[0][name]
+        raster = np.empty(first.shape[:-2] + shape, dtype=first.dtype)
+        for (r0, c0, h, w), result in zip(windows, results, strict=True):
+            raster[..., r0:r0 + h, c0:c0 + w] = result[name]
+        arrays[name] = raster
+    return arrays
 
 
 def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
@@ -488,32 +602,50 @@ def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
 
 
 def write_prepared(out_dir: Path, per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
-                   preview: Callable[[Path], None] | None = None) -> dict:
-    """Add training statistics and the fingerprint to ``manifest``; write it all atomically."""
+                   preview: Callable[[Path], None] | None = None,
+                   scene_arrays: dict[str, np.ndarray] | None = None) -> dict:
+    """Add the layout, training statistics and fingerprint to ``manifest``; write all atomically.
+
+    Without ``scene_arrays`` (layout ``patches``) a split holds its patches per modality. With
+    them (layout ``scene``) ``scene.npz`` holds the feature rasters per modality and the
+    ``invalid`` mask, and a split holds the centres (``row``, ``col``) and labels: patches are cut
+    when the split is loaded (``read_split``).
+    """
     modalities = list(manifest["modalities"])
-    manifest["normalisation"] = {m: band_stats(per_split["train"][m]).__dict__
-                                 for m in modalities}
-    manifest["fingerprint"] = fingerprint(per_split, manifest)
+    files = dict(per_split)
+    if scene_arrays is None:
+        manifest["layout"] = PATCHES_LAYOUT
+        manifest["normalisation"] = {m: band_stats(per_split["train"][m]).__dict__
+                                     for m in modalities}
+    else:
+        manifest["layout"] = SCENE_LAYOUT
+        train = per_split["train"]
+        stats = scene_band_stats(scene_arrays, modalities, train["row"], train["col"],
+                                 manifest["patch_size"])
+        manifest["normalisation"] = {m: stats[m].__dict__ for m in modalities}
+        files[SCENE_FILE.removesuffix(".npz")] = scene_arrays
+    manifest["fingerprint"] = fingerprint(files, manifest)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for split_name, data in per_split.items():
-            np.savez(tmp / f"{split_name}.npz", **data)
+        for file_name, data in files.items():
+            np.savez(tmp / f"{file_name}.npz", **data)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         if preview is not None:
             preview(tmp / PREVIEW_FILE)
     return manifest
 
 
-def fingerprint(per_split: dict[str, dict[str, np.ndarray]], manifest: dict) -> str:
+def fingerprint(files: dict[str, dict[str, np.ndarray]], manifest: dict) -> str:
     """sha256 over every array (name, dtype, shape, bytes) and the manifest (sans fingerprint).
 
+    ``files`` maps each ``.npz`` file's stem (the splits, then ``scene`` if any) to its arrays.
     Computed from contents, not file bytes: ``.npz`` files carry zip timestamps.
     """
     digest = hashlib.sha256()
-    for split_name in SPLITS:
-        for key in sorted(per_split[split_name]):
-            array = np.ascontiguousarray(per_split[split_name][key])
-            digest.update(f"{split_name}/{key}/{array.dtype.str}/{array.shape}".encode())
+    for file_name in [*SPLITS, *sorted(set(files) - set(SPLITS))]:
+        for key in sorted(files[file_name]):
+            array = np.ascontiguousarray(files[file_name][key])
+            digest.update(f"{file_name}/{key}/{array.dtype.str}/{array.shape}".encode())
             digest.update(array.tobytes())
     rest = {k: v for k, v in manifest.items() if k != "fingerprint"}
     digest.update(json.dumps(rest, sort_keys=True).encode())
@@ -535,16 +667,50 @@ def dataset_fingerprint(prepared_dir: Path | str) -> str:
         raise DatasetError(path, "prepared dataset file missing",
                            "run the prepare stage (`dvc repro prepare`)")
     manifest = json.loads(path.read_text())
-    per_split = {}
-    for split_name in SPLITS:
-        with np.load(root / f"{split_name}.npz") as data:
-            per_split[split_name] = dict(data)
-    value = fingerprint(per_split, manifest)
+    files = {}
+    for file_name in prepared_files(manifest):
+        with np.load(root / f"{file_name}.npz") as data:
+            files[file_name] = dict(data)
+    value = fingerprint(files, manifest)
     if manifest.get("fingerprint") not in (None, value):
         raise DatasetError(root, "the split files do not match the manifest's fingerprint "
                            "(modified after the prepare stage)",
                            "re-run the prepare stage (`dvc repro prepare` or `dvc checkout`)")
     return value
+
+
+def prepared_files(manifest: dict) -> list[str]:
+    """Stems of the ``.npz`` files of a prepared dataset with this manifest."""
+    scene = [SCENE_FILE.removesuffix(".npz")] if manifest.get("layout") == SCENE_LAYOUT else []
+    return [*SPLITS, *scene]
+
+
+def read_split(root: Path | str, name: str, scene: dict[str, np.ndarray] | None = None
+               ) -> dict[str, np.ndarray]:
+    """The arrays of split ``name`` of the prepared dataset in ``root``, patches included.
+
+    Per modality ``(N, bands, p, p)`` float32 features (not normalised), ``label`` and, for a
+    scene, ``row``/``col``: the same arrays whichever the layout. With layout ``scene`` the
+    patches are cut here from ``scene.npz`` (pass its arrays as ``scene`` to read it only once).
+
+    Raises:
+        ValueError: ``name`` is not a split.
+    """
+    if name not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    with np.load(root / f"{name}.npz") as data:
+        arrays = dict(data)
+    if manifest.get("layout") != SCENE_LAYOUT:
+        return arrays
+    if scene is None:
+        with np.load(root / SCENE_FILE) as data:
+            scene = dict(data)
+    for modality in manifest["modalities"]:
+        arrays[modality] = cut_patches(scene[modality], scene["invalid"], arrays["row"],
+                                       arrays["col"], manifest["patch_size"])
+    return arrays
 
 
 def split_counts(labels: np.ndarray, num_classes: int) -> list[int]:
@@ -571,58 +737,64 @@ def _stretch(image: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out)
 
 
-def _decimated(path: Path, max_side: int = 512) -> np.ndarray:
-    with rasterio.open(path) as src:
-        scale = max(1, int(np.ceil(max(src.height, src.width) / max_side)))
-        shape = (src.count, src.height // scale, src.width // scale)
-        return src.read(out_shape=shape, masked=True).astype(np.float32).filled(np.nan)
+def _hex_rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
-def scene_preview(scene_dir: Path, scene: SceneDescription, out: Path) -> None:
-    """An RGB composite, a SAR composite and the label map side by side, as a PNG."""
-    import matplotlib
+def scene_preview(scene_dir: Path, scene: SceneDescription, rasters: dict[str, np.ndarray],
+                  out: Path, max_side: int = 256) -> None:
+    """An RGB composite, a SAR composite and the label map side by side, as a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    Drawn from the feature rasters already in memory (``rasters``: per modality, and
+    ``invalid``, black in every panel) taken every ``step`` pixels, and a decimated read of the
+    labels: no second full read of the scene and no plotting library (PIL only).
+    """
+    from PIL import Image, ImageDraw
 
+    height, width = rasters["invalid"].shape
+    step = max(1, int(np.ceil(max(height, width) / max_side)))
+    invalid = rasters["invalid"][::step, ::step]
+    zoom = max(1, max_side // max(invalid.shape))  # small scenes are enlarged, pixels kept
     panels = []
-    for modality in scene.modalities.values():
-        image = _decimated(scene_dir / modality.path)
+    for name, modality in scene.modalities.items():
+        image = np.where(invalid, np.nan, rasters[name][:, ::step, ::step])
         if modality.kind == "optical":
             idx = [modality.bands.index(b) if b in modality.bands else i
                    for i, b in enumerate(["B04", "B03", "B02"])][:image.shape[0]]
             rgb = _stretch(image[idx])
             title = f"{modality.path}: RGB (B04, B03, B02)"
         else:
-            db = 10 * np.log10(np.clip(image, 1e-6, None))
-            bands = [db[0], db[min(1, len(db) - 1)], db[0] - db[min(1, len(db) - 1)]]
-            rgb = _stretch(np.stack(bands))
+            second = image[min(1, len(image) - 1)]
+            rgb = _stretch(np.stack([image[0], second, image[0] - second]))
             title = f"{modality.path}: SAR ({'/'.join(modality.bands[:2])}, ratio) dB"
         if rgb.shape[-1] < 3:
             rgb = np.repeat(rgb[..., :1], 3, axis=-1)
-        panels.append((title, rgb))
-    labels = _decimated(scene_dir / scene.labels)[0]
+        panels.append((title, (rgb * 255).astype(np.uint8)))
+    with rasterio.open(scene_dir / scene.labels) as src:
+        labels = src.read(1, out_shape=invalid.shape)
     codes = sorted(scene.classes)
-    index = np.full(labels.shape, np.nan)
-    for i, code in enumerate(codes):
-        index[labels == code] = i
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5 * (len(panels) + 1), 5.4))
-    for ax, (title, rgb) in zip(axes, panels, strict=False):
-        ax.imshow(rgb)
-        ax.set_title(title, fontsize=9)
-    cmap = ListedColormap([_CLASS_COLOURS[i % len(_CLASS_COLOURS)] for i in range(len(codes))])
-    axes[-1].imshow(index, cmap=cmap, vmin=-0.5, vmax=len(codes) - 0.5, interpolation="nearest")
-    axes[-1].set_title(f"{scene.labels}: classes", fontsize=9)
-    from matplotlib.patches import Patch
+    colours = [_hex_rgb(_CLASS_COLOURS[i % len(_CLASS_COLOURS)]) for i in range(len(codes))]
+    label_rgb = np.full(labels.shape + (3,), 255, dtype=np.uint8)
+    for code, colour in zip(codes, colours, strict=True):
+        label_rgb[labels == code] = colour
+    panels.append((f"{scene.labels}: classes", label_rgb))
 
-    axes[-1].legend(handles=[Patch(color=cmap(i), label=f"{c} {scene.classes[c]}")
-                             for i, c in enumerate(codes)], fontsize=7, loc="lower right")
-    for ax in axes:
-        ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    gap, top, legend = 8, 16, 150
+    side_h, side_w = invalid.shape[0] * zoom, invalid.shape[1] * zoom
+    canvas = Image.new("RGB", (len(panels) * (side_w + gap) + legend, side_h + top + gap),
+                       "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (title, rgb) in enumerate(panels):
+        x = i * (side_w + gap)
+        panel = Image.fromarray(rgb).resize((side_w, side_h), Image.Resampling.NEAREST)
+        canvas.paste(panel, (x, top))
+        draw.text((x, 2), title, fill="black")
+    x = len(panels) * (side_w + gap)
+    for i, (code, colour) in enumerate(zip(codes, colours, strict=True)):
+        y = top + 14 * i
+        draw.rectangle((x, y, x + 10, y + 10), fill=colour)
+        draw.text((x + 14, y), f"{code} {scene.classes[code]}", fill="black")
+    canvas.save(out, format="PNG", compress_level=1)
 
 
 def iter_chunks(items: list, size: int) -> Iterator[list]:

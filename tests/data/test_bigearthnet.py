@@ -15,6 +15,7 @@ from pipeline.data.bigearthnet import (
     read_pair,
 )
 from pipeline.data.dataset import PreparedDataset
+from pipeline.data.prepare import dataset_fingerprint
 from pipeline.errors import DatasetError
 
 from .bigearthnet.data import write_fake_bigearthnet
@@ -44,6 +45,15 @@ def test_pairs_follow_the_datasets_own_name_mapping(examples: Path) -> None:
                            f"{pair['s1']}_labels_metadata.json").read_text())
         assert meta["corresponding_s2_patch"] == pair["s2"]
         assert pair["s1"].endswith(pair["s2"].split("_", 3)[-1].split("_", 1)[-1])
+
+
+def test_prepared_examples_keep_the_patches_layout(examples: Path) -> None:
+    manifest = json.loads((examples / "prepared/manifest.json").read_text())
+    assert manifest["layout"] == "patches"
+    assert not (examples / "prepared/scene.npz").exists()
+    with np.load(examples / "prepared/train.npz") as data:
+        assert data["optical"].shape[1:] == (10, 120, 120)
+    assert dataset_fingerprint(examples / "prepared") == manifest["fingerprint"]
 
 
 def test_prepared_examples_are_multi_label_19_classes(examples: Path) -> None:

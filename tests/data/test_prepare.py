@@ -9,15 +9,23 @@ import torch
 
 from pipeline.config import PrepareParams
 from pipeline.data.dataset import PreparedDataset
-from pipeline.data.prepare import SPLITS, dataset_fingerprint, prepare_dataset, to_features
+from pipeline.data.prepare import (
+    SPLITS,
+    band_stats,
+    dataset_fingerprint,
+    extract_patches,
+    prepare_dataset,
+    read_split,
+    to_features,
+)
 from pipeline.errors import DatasetError
 
 from ..conftest import SMALL_PREPARE
 
 
 def load_split(prepared_dir: Path, split: str) -> dict[str, np.ndarray]:
-    with np.load(prepared_dir / f"{split}.npz") as data:
-        return dict(data)
+    """A split's arrays, patches cut at load time."""
+    return read_split(prepared_dir, split)
 
 
 def test_patches_are_centred_on_their_labelled_pixel(scene_dir: Path, prepared_dir: Path) -> None:
@@ -168,7 +176,8 @@ def test_fingerprint_is_stable_and_recomputable(prepared_dir: Path, tmp_path: Pa
 
 def test_tampered_split_fails_the_fingerprint(prepared_dir: Path, tmp_path: Path) -> None:
     out = Path(shutil.copytree(prepared_dir, tmp_path / "prepared"))
-    data = load_split(out, "test")
+    with np.load(out / "test.npz") as stored:
+        data = dict(stored)
     data["label"][:5] = 0
     np.savez(out / "test.npz", **data)
     with pytest.raises(DatasetError, match="do not match the manifest's fingerprint"):
@@ -255,3 +264,110 @@ def test_majority_label_rule(scene_dir: Path, tmp_path: Path) -> None:
         counts = np.bincount(window.ravel(), minlength=7)
         counts[0] = 0
         assert manifest["class_codes"][data["label"][i]] == int(np.argmax(counts))
+
+
+# --- the scene layout: feature rasters stored once, patches cut at load time ----------------
+
+
+@pytest.fixture(scope="module")
+def nodata_prepared(scene_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small scene with an optical nodata square and a small SAR nodata block, prepared."""
+    raw = copy_scene(scene_dir, tmp_path_factory.mktemp("nodata"))
+    set_nodata(raw / "optical.tif", slice(10, 22), slice(10, 22))  # optical nodata = 0
+    with rasterio.open(raw / "sar.tif", "r+") as dst:
+        dst.nodata = -1.0
+    set_nodata(raw / "sar.tif", slice(50, 52), slice(60, 62))
+    prepare_dataset(raw, raw.parent / "prepared", SMALL_PREPARE)
+    return raw.parent / "prepared"
+
+
+def whole_scene_patches(raw: Path, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+    """Reference: patches cut from the whole scene, nodata pixels filled with the patch's mean."""
+    features, invalid = {}, np.zeros((96, 96), dtype=bool)
+    for name, kind in (("optical", "optical"), ("sar", "sar")):
+        with rasterio.open(raw / f"{name}.tif") as src:
+            data, nodata = src.read(), src.nodata
+        valid = data != nodata if nodata is not None else np.ones(data.shape, dtype=bool)
+        features[name] = to_features(np.where(valid, data, 1), kind)
+        invalid |= ~valid.all(axis=0)
+    mask = extract_patches(invalid, rows, cols, SMALL_PREPARE.patch_size)[:, None]
+    out = {"dirty": mask.any(axis=(1, 2, 3))}
+    for name, image in features.items():
+        patches = extract_patches(image, rows, cols, SMALL_PREPARE.patch_size)
+        mean = np.where(mask, 0, patches).sum(axis=(2, 3)) / np.maximum((~mask).sum(axis=(2, 3)), 1)
+        out[name] = np.where(mask, mean[:, :, None, None], patches).astype(np.float32)
+    return out
+
+
+def test_split_files_hold_centres_not_patches(prepared_dir: Path) -> None:
+    manifest = json.loads((prepared_dir / "manifest.json").read_text())
+    assert manifest["layout"] == "scene"
+    for split in SPLITS:
+        with np.load(prepared_dir / f"{split}.npz") as data:
+            assert sorted(data) == ["col", "label", "row"]
+    with np.load(prepared_dir / "scene.npz") as data:
+        assert data["optical"].shape == (4, 96, 96) and data["optical"].dtype == np.float32
+        assert data["invalid"].shape == (96, 96)
+
+
+def test_prepared_folder_is_smaller_than_twice_the_scene(scene_dir: Path,
+                                                         prepared_dir: Path) -> None:
+    scene_bytes = 0  # the scene's pixels, uncompressed, in their stored data types
+    for path in scene_dir.glob("*.tif"):
+        with rasterio.open(path) as src:
+            scene_bytes += src.count * src.height * src.width * np.dtype(src.dtypes[0]).itemsize
+    prepared_bytes = sum(p.stat().st_size for p in prepared_dir.glob("*.npz"))
+    patches = sum(json.loads((prepared_dir / "manifest.json").read_text())["split_sizes"].values())
+    patch_bytes = patches * (4 + 2) * SMALL_PREPARE.patch_size ** 2 * 4  # the patches, float32
+    assert prepared_bytes < 2 * scene_bytes
+    assert prepared_bytes < patch_bytes / 3
+
+
+def test_patches_cut_at_load_time_equal_whole_scene_patches_with_nodata(
+        nodata_prepared: Path) -> None:
+    raw = nodata_prepared.parent / "raw"
+    dirty = 0
+    for split in SPLITS:
+        data = load_split(nodata_prepared, split)
+        expected = whole_scene_patches(raw, data["row"], data["col"])
+        for name in ("optical", "sar"):
+            np.testing.assert_array_equal(data[name], expected[name])
+        dirty += int(expected["dirty"].sum())
+    assert dirty > 10  # kept patches with nodata pixels to fill
+
+
+@pytest.mark.parametrize("which", ["clean", "nodata"])
+def test_normalisation_is_over_the_training_patches_pixels(which: str, prepared_dir: Path,
+                                                           nodata_prepared: Path) -> None:
+    root = prepared_dir if which == "clean" else nodata_prepared
+    manifest = json.loads((root / "manifest.json").read_text())
+    train = load_split(root, "train")
+    for modality in ("optical", "sar"):
+        expected = band_stats(train[modality])
+        np.testing.assert_allclose(manifest["normalisation"][modality]["mean"], expected.mean,
+                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(manifest["normalisation"][modality]["std"], expected.std,
+                                   rtol=1e-9)
+
+
+def test_prepared_dataset_loads_both_layouts(prepared_dir: Path, tmp_path: Path) -> None:
+    scene_layout = PreparedDataset.open(prepared_dir).split("val")
+    patches = Path(shutil.copytree(prepared_dir, tmp_path / "patches"))
+    manifest = json.loads((patches / "manifest.json").read_text())
+    for split in SPLITS:
+        np.savez(patches / f"{split}.npz", **load_split(prepared_dir, split))
+    (patches / "scene.npz").unlink()
+    manifest["layout"] = "patches"
+    (patches / "manifest.json").write_text(json.dumps(manifest))
+    patch_layout = PreparedDataset.open(patches).split("val")
+    for name in ("optical", "sar"):
+        torch.testing.assert_close(scene_layout.inputs[name], patch_layout.inputs[name],
+                                   rtol=0, atol=0)
+    torch.testing.assert_close(scene_layout.labels, patch_layout.labels)
+
+
+def test_missing_scene_file_names_the_stage_to_run(prepared_dir: Path, tmp_path: Path) -> None:
+    out = Path(shutil.copytree(prepared_dir, tmp_path / "prepared"))
+    (out / "scene.npz").unlink()
+    with pytest.raises(DatasetError, match=r"scene\.npz: prepared dataset file missing.*dvc repro"):
+        PreparedDataset.open(out)
