@@ -41,10 +41,6 @@ def _training(figures: dict) -> list[str]:
     return lines
 
 
-def _fusion(figures: dict) -> list[str]:
-    return [f"`{k}`: {v}" for k, v in figures.items() if not isinstance(v, dict | list)]
-
-
 def _generic(figures: dict) -> list[str]:
     return [f"- `{k}`: {v}" for k, v in figures.items() if isinstance(v, int | float | str)]
 

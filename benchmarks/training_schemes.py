@@ -65,22 +65,24 @@ def single_process(job: TrainJob, threads: int) -> dict[str, float]:
             "peak_rss_mb": result.workers[0]["peak_rss_mb"]}
 
 
-def crossover(params: Params, patch_size: int, widths: list[int], batch: int) -> dict:
-    """Analytic bytes per step of data- vs branch-parallelism as the model widens."""
+def crossover(params: Params, patch_size: int, batches: list[int]) -> dict:
+    """Analytic bytes per step of each scheme as the batch grows, at the configured model size:
+    parameter-bound data parallelism stays flat, activation-bound model parallelism grows."""
+    config = ModelConfig(channels={"optical": 4, "sar": 2}, num_classes=6,
+                         branch_width=params.model.branch_width,
+                         branch_depth=params.model.branch_depth,
+                         fusion_width=params.model.fusion_width)
     rows = []
-    for width in widths:
-        config = ModelConfig(channels={"optical": 4, "sar": 2}, num_classes=6,
-                             branch_width=width, branch_depth=params.model.branch_depth,
-                             fusion_width=4 * width)
+    for batch in batches:
         job = TrainJob(data_dir="", model=config, batch_size=batch, epochs=1, learning_rate=0.1,
                        momentum=0.9, seed=0)
-        row = {"branch_width": width}
-        for scheme in ("data_parallel", "branch_parallel", "pipeline_parallel"):
+        row: dict[str, float] = {"batch_size": batch}
+        for scheme in ("data_parallel", "branch_parallel", "pipeline_parallel", "hybrid"):
             figures = expected_bytes_per_step(
                 replace(job, parallel=ParallelSettings(scheme=scheme)), patch_size)
             row[scheme] = sum(figures.values())
         rows.append(row)
-    return {"batch_size": batch, "rows": rows}
+    return {"model": params.model.model_dump(), "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             job = replace(base, parallel=replace(base.parallel, **settings))
             figures["knobs"][name] = run_scheme(spark, job, patch)
     figures["knob_batch_size"] = knob_batch
-    figures["crossover"] = crossover(params, patch, [8, 16, 32, 64, 128], params.train.batch_size)
+    figures["crossover"] = crossover(params, patch, [16, 64, 256, 1024, 4096, 16384])
     figures["wall_s"] = time.perf_counter() - started
     path = save("training_schemes", figures)
     plot(figures, RESULTS / "training_schemes.png")
@@ -150,12 +152,11 @@ def plot(figures: dict, out: Path) -> None:
                 title=f"data_parallel knobs (batch {figures['knob_batch_size']})")
     axes[2].tick_params(axis="x", rotation=30)
     rows = figures["crossover"]["rows"]
-    for scheme in ("data_parallel", "branch_parallel", "pipeline_parallel"):
-        axes[3].plot([r["branch_width"] for r in rows], [r[scheme] for r in rows], "o-",
+    for scheme in ("data_parallel", "branch_parallel", "pipeline_parallel", "hybrid"):
+        axes[3].plot([r["batch_size"] for r in rows], [r[scheme] for r in rows], "o-",
                      label=scheme)
-    axes[3].set(xscale="log", yscale="log", xlabel="branch width (fusion = 4x)",
-                ylabel="analytic bytes per step",
-                title=f"Where traffic crosses over (batch {figures['crossover']['batch_size']})")
+    axes[3].set(xscale="log", yscale="log", xlabel="global batch size",
+                ylabel="analytic bytes per step", title="Where traffic crosses over")
     for ax in (axes[0], axes[1], axes[3]):
         ax.legend(fontsize=8)
     fig.suptitle(f"Training schemes on {figures['machine']['cores']} cores")
