@@ -18,6 +18,8 @@ class Layout:
     prepared: str = "data/prepared"
     models: str = "models"
     metrics: str = "metrics"
+    reports: str = "reports"
+    lock: str = "dvc.lock"
 
     def model_dir(self, scheme: str) -> str:
         """Where the model trained under ``scheme`` goes."""
