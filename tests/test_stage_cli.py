@@ -55,4 +55,4 @@ def test_compare_stage_runs_after_every_scheme_and_writes_under_reports() -> Non
     assert f"--out {LAYOUT.reports}" in compare["cmd"]
     outs = [next(iter(o)) for key in ("outs", "metrics", "plots") for o in compare[key]]
     assert all(path.startswith(f"{LAYOUT.reports}/") for path in outs)
-    assert {"train.compare", "tracking", "compare"} == set(compare["params"])
+    assert {"train.compare", "ingest.source", "tracking", "compare"} == set(compare["params"])
