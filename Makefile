@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 5000
+PREFECT_PORT ?= 4200
+RUN    ?=
 BIN    := $(abspath $(VENV))/bin
 
 export PATH := $(BIN):$(PATH)
@@ -16,7 +18,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test test-fast ui lint clean cluster-up cluster-down bench
+.PHONY: install run test test-fast ui report serve push pull lint clean cluster-up cluster-down bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,8 +50,20 @@ cluster-down: ## stop the cluster started by cluster-up
 bench: install ## run the benchmarks, write benchmarks/results/*.json, *.png and report.md
 	python -m benchmarks.report
 
+report: install ## the comparison table of the latest pipeline run (RUN=<parent run id>: that one)
+	python -m pipeline.report $(if $(RUN),--run $(RUN))
+
+serve: install ## Prefect server on 127.0.0.1:$(PREFECT_PORT), deploy prefect.yaml, run a worker
+	python -m flows.serve --port $(PREFECT_PORT)
+
+push: install ## push DVC-tracked data and models to the DVC remote (default: ./dvc-remote)
+	dvc push
+
+pull: install ## fetch DVC-tracked data and models from the DVC remote
+	dvc pull
+
 lint: install
 	python -m ruff check pipeline flows tests benchmarks
 
 clean: ## remove pipeline outputs and local stores (keeps .venv)
-	rm -rf data/raw data/prepared models metrics checkpoints mlflow.db mlruns .prefect
+	rm -rf data/raw data/prepared models metrics reports checkpoints mlflow.db mlruns mlartifacts .prefect

@@ -34,7 +34,7 @@ def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str |
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
                             help=f"(default: {default})")
     args = vars(parser.parse_args(argv))
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         if "params" in args:  # a typo stops here, before any flow run starts
             load_params(args["params"]).for_scheme(args.get("scheme"))
@@ -48,6 +48,6 @@ def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str |
         raise SystemExit(130) from None
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def interrupt(signum: int, frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C: Spark jobs cancelled, workers stopped, runs marked."""
     raise KeyboardInterrupt(f"signal {signum}")

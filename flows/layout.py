@@ -19,7 +19,9 @@ class Layout:
     models: str = "models"
     metrics: str = "metrics"
     checkpoints: str = "checkpoints"
-    lock: str = ".landcover.lock"
+    pipeline_lock: str = ".landcover.lock"
+    reports: str = "reports"
+    lock: str = "dvc.lock"
 
     def model_dir(self, scheme: str) -> str:
         """Where the model trained under ``scheme`` goes."""

@@ -4,23 +4,41 @@ Run it from the project root (paths in ``params.yaml`` and ``flows.layout`` are 
 as they are for ``dvc repro``). After each stage, ``dvc commit`` records the stage's outputs in
 ``dvc.lock``, so a Prefect-run pipeline leaves DVC exactly as ``dvc repro`` would: ``dvc status``
 clean, and a following ``dvc repro`` runs nothing.
+
+Overrides (``schemes``, ``overrides={"train.epochs": 1}``) are written into ``params.yaml``
+first, as ``dvc exp run -S`` does, so ``dvc.lock`` records the values the run used. The MLflow
+runs are those of ``dvc repro``: one parent run (opened once the data is prepared, closed by the
+compare stage), a child per scheme.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import signal
 import subprocess
 import sys
+from typing import Any
 
+import yaml
 from prefect import flow, task
 
-from flows._cli import run_stage
+from flows._cli import USER_ERRORS, interrupt
+from flows.compare import compare_flow
 from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
 from flows.layout import LAYOUT
 from flows.prepare import prepare_flow
 from flows.train import train_flow
-from pipeline.config import Params, load_params
+from pipeline.config import Params, load_params, write_overrides
+from pipeline.data.prepare import dataset_fingerprint
 from pipeline.runtime import project_lock
+from pipeline.tracking import (
+    dvc_out_hash,
+    failing_pipeline_run,
+    git_commit,
+    open_pipeline_run,
+)
 
 
 @task(retries=2, retry_delay_seconds=[2, 5, 15])
@@ -31,15 +49,25 @@ def record_stage(stage: str) -> None:
 
 
 @flow(name="landcover-pipeline", log_prints=True)
-def pipeline_flow(params: str = LAYOUT.params, record_in_dvc: bool = True) -> dict:
-    """Ingest, prepare, then train and evaluate every scheme of ``train.compare``; record each
-    stage in DVC. Returns the MLflow run id and test metrics of each scheme.
+def pipeline_flow(params: str = LAYOUT.params, schemes: list[str] | None = None,
+                  overrides: dict[str, Any] | None = None, record_in_dvc: bool = True) -> dict:
+    """Ingest, prepare, train and evaluate every scheme of ``train.compare``, compare them.
+
+    ``schemes`` replaces ``train.compare``; ``overrides`` sets dotted keys of ``params.yaml``
+    (written into the file before any stage runs). Each stage is recorded in DVC. Returns the
+    parent MLflow run id, each scheme's run id and test metrics, and the registered model.
 
     One pipeline run at a time per project: a second one started meanwhile is refused
     (:class:`~pipeline.errors.PipelineBusyError`) instead of interleaving outputs.
     """
-    config = load_params(params)  # fail fast on bad params, before any stage runs
-    with project_lock(LAYOUT.lock):
+    load_params(params)  # fail fast on bad params, before anything is written
+    with project_lock(LAYOUT.pipeline_lock):
+        changes = dict(overrides or {})
+        if schemes:
+            changes["train.compare"] = list(schemes)
+        config = write_overrides(params, changes) if changes else load_params(params)
+        if changes:
+            print(f"params.yaml updated: {changes}")
         return _run_stages(params, config, record_in_dvc)
 
 
@@ -52,21 +80,55 @@ def _run_stages(params: str, config: Params, record_in_dvc: bool) -> dict:
     done("ingest")
     prepare_flow(params=params, raw=LAYOUT.raw, out=LAYOUT.prepared)
     done("prepare")
+    data_hash = dataset_fingerprint(LAYOUT.prepared)
+    parent = open_pipeline_run(config, data_hash, tags={
+        "data_hash": data_hash, "git_commit": git_commit(),
+        "dvc_data_md5": dvc_out_hash(LAYOUT.lock, LAYOUT.prepared), "orchestrator": "prefect"})
     results = {}
-    for scheme in config.train.compare:
-        trained = train_flow(params=params, data=LAYOUT.prepared,
-                             out=LAYOUT.model_dir(scheme), scheme=scheme)
-        done(f"train@{scheme}")
-        metrics = evaluate_flow(params=params, model=LAYOUT.model_dir(scheme),
-                                data=LAYOUT.prepared, metrics=LAYOUT.metrics_file(scheme))
-        done(f"evaluate@{scheme}")
-        results[scheme] = {"run_id": trained["run_id"], **metrics}
-    return results
+    with failing_pipeline_run(config.tracking, parent):
+        for scheme in config.train.compare:
+            trained = train_flow(params=params, data=LAYOUT.prepared,
+                                 out=LAYOUT.model_dir(scheme), scheme=scheme)
+            done(f"train@{scheme}")
+            metrics = evaluate_flow(params=params, model=LAYOUT.model_dir(scheme),
+                                    data=LAYOUT.prepared, metrics=LAYOUT.metrics_file(scheme))
+            done(f"evaluate@{scheme}")
+            results[scheme] = {"run_id": trained["run_id"], **metrics}
+        comparison = compare_flow(params=params, data=LAYOUT.prepared, models=LAYOUT.models,
+                                  out=LAYOUT.reports)
+        done("compare")
+    return {"parent_run_id": parent, "schemes": results,
+            "registered": comparison["registered"]}
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m flows.pipeline [--params P]``."""
-    run_stage(pipeline_flow, __doc__, {"params": LAYOUT.params}, argv)
+    """``python -m flows.pipeline [--params P] [--schemes a,b] [-S key=value ...]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=LAYOUT.params)
+    parser.add_argument("--schemes", default=None, help="comma-separated; replaces train.compare")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="set a params.yaml value (YAML), like "
+                        "`dvc exp run -S`; repeatable")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"-S needs KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    try:
+        result = pipeline_flow(params=args.params, overrides=overrides or None,
+                               schemes=args.schemes.split(",") if args.schemes else None)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted: the pipeline stopped; its MLflow runs are marked FAILED",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    print(json.dumps({"parent_run_id": result["parent_run_id"],
+                      "registered": result["registered"]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,19 @@ from flows.layout import LAYOUT
 from pipeline.config import ModelParams, TrainParams, load_params
 from pipeline.data.dataset import PreparedDataset
 from pipeline.data.prepare import dataset_fingerprint
-from pipeline.model_store import save_model
+from pipeline.model_store import load_model, save_model
 from pipeline.spark import spark_session
-from pipeline.tracking import RUN_FILE, log_training, run_reference, training_run
+from pipeline.tracking import (
+    RUN_FILE,
+    dvc_out_hash,
+    git_commit,
+    log_dataset,
+    log_pytorch_model,
+    log_training,
+    open_pipeline_run,
+    run_reference,
+    training_run,
+)
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.trainer import train_model
 
@@ -33,21 +43,30 @@ def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
     """Train under ``scheme`` (default ``train.scheme``) on the prepared data in ``data``.
 
     Writes the model to ``out`` (default ``models/<scheme>``) and logs an MLflow run named after
-    the scheme, with every parameter, the traffic, CPU and memory figures of every worker.
+    the scheme, nested under the open pipeline run of these parameters and data (opened if
+    there is none), with every parameter, provenance tags, the data as dataset input, the
+    traffic, CPU and memory figures of every worker and the model (``mlflow.pytorch``).
     """
     config = load_params(params).for_scheme(scheme)
     scheme = config.train.scheme
     out = out or LAYOUT.model_dir(scheme)
-    with training_run(config, run_name=scheme,
-                      tags={"data_hash": dataset_fingerprint(data)}) as run:
+    data_hash = dataset_fingerprint(data)
+    provenance = {"data_hash": data_hash, "git_commit": git_commit(),
+                  "dvc_data_md5": dvc_out_hash(LAYOUT.lock, data)}
+    parent = open_pipeline_run(config, data_hash, tags=provenance)
+    with training_run(config, run_name=scheme, tags=provenance, parent_run_id=parent) as run:
+        log_dataset(data, data_hash, config.ingest.source)
         with spark_session(config.spark) as spark:
             job, result = train_on_spark.with_options(retries=config.train.retries)(
                 spark, config.train, config.model, data, LAYOUT.checkpoint_dir(scheme))
-        save_model(Path(out), result.state_dict, job.model,
-                   PreparedDataset.open(data).class_names,
+        dataset = PreparedDataset.open(data)
+        save_model(Path(out), result.state_dict, job.model, dataset.class_names,
                    extra={"history.json": result.history, "workers.json": result.workers,
-                          RUN_FILE: run_reference(run, config.tracking)})
+                          RUN_FILE: run_reference(run, config.tracking)
+                          | {"parent_run_id": parent}})
         log_training(result, Path(out))
+        example, _ = dataset.split("train").batch(list(range(2)))
+        log_pytorch_model(load_model(Path(out))[0], example)
     print(f"trained {scheme} on {result.world_size} workers in {result.wall_time_s:.1f}s "
           f"({result.metrics()['bytes_sent_per_step']:,.0f} bytes sent per step); "
           f"MLflow run {run.info.run_id}")

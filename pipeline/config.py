@@ -243,10 +243,27 @@ class SparkParams(_Section):
 
 
 class TrackingParams(_Section):
-    """Where MLflow records runs."""
+    """Where MLflow records runs: one experiment per dataset (``{source}``: ``ingest.source``)."""
 
     uri: str = "sqlite:///mlflow.db"
-    experiment: str = "landcover-synthetic"
+    experiment: str = Field("landcover-{source}",
+                            description="experiment name; {source} is replaced by ingest.source")
+
+    def experiment_name(self, source: str) -> str:
+        """The experiment of a pipeline run on data from ``source``."""
+        return self.experiment.replace("{source}", source)
+
+
+class CompareParams(_Section):
+    """How the compare stage ranks the schemes and which model it registers."""
+
+    metric: str = Field("test_overall_accuracy",
+                        description="MLflow metric of the scheme runs that picks the best model")
+    mode: Literal["max", "min"] = "max"
+    registered_model: str = Field("landcover-classifier",
+                                  description="model registry name of the best model")
+    alias: str = Field("champion", pattern=r"^[A-Za-z][\w-]*$",
+                       description="alias the best model version gets")
 
 
 class EvaluateParams(_Section):
@@ -266,6 +283,7 @@ class Params(_Section):
     spark: SparkParams = SparkParams()
     tracking: TrackingParams = TrackingParams()
     evaluate: EvaluateParams = EvaluateParams()
+    compare: CompareParams = CompareParams()
 
     @model_validator(mode="after")
     def _stages_fit_the_model(self) -> Params:
@@ -367,3 +385,39 @@ def _unwrap_optional(annotation: Any) -> Any:
     if isinstance(annotation, types.UnionType) and len(args) == 1:
         return args[0]
     return annotation
+
+
+def write_overrides(path: Path | str, overrides: dict[str, Any]) -> Params:
+    """Set dotted keys of the parameters file (``{"train.epochs": 1}``) like ``dvc exp run -S``.
+
+    Comments and order are kept (round-trip YAML). The result is validated before anything is
+    written, so a bad override leaves the file unchanged. Returns the new parameters.
+
+    Raises:
+        ParamsError: a key is unknown or a value invalid (nothing written).
+    """
+    from io import StringIO
+
+    from ruamel.yaml import YAML
+
+    path = Path(path)
+    load_params(path)  # the file itself must be valid first
+    yaml_rt = YAML()  # round-trip: keeps comments
+    document = yaml_rt.load(path.read_text())
+    for dotted, value in overrides.items():
+        node = document
+        *parents, last = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ParamsError(path, dotted, "unknown key",
+                                  f"valid keys here are {sorted(node) if node else []}")
+            node = node[part]
+        node[last] = value
+    buffer = StringIO()
+    yaml_rt.dump(document, buffer)
+    try:
+        params = Params.model_validate(yaml.safe_load(buffer.getvalue()) or {})
+    except ValidationError as exc:
+        raise _params_error(path, exc) from None
+    path.write_text(buffer.getvalue())
+    return params

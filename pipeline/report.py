@@ -1,63 +1,187 @@
-"""Print the results of the latest pipeline run, one row per scheme: ``python -m pipeline.report``."""
+"""The comparison of the schemes of one pipeline run, read by metric name from their MLflow runs.
+
+``python -m pipeline.report`` prints the table of the latest pipeline run (``--run ID`` for a
+given parent run). The compare stage writes the same table as CSV, Markdown and JSON (a DVC
+metrics file) plus the comparison plots, and logs them into the parent run.
+
+Every scheme's run has the same metric names (``TrainResult.metrics()``, the evaluate stage's
+``test_*``); a metric no run has (e.g. inference timing before it is measured) is left out, and a
+metric some runs lack shows as ``-``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
+import sys
 from pathlib import Path
 
-from pipeline.config import load_params
-from pipeline.tracking import read_run_reference
+from mlflow.entities import Run
 
-TRAINING_COLUMNS = [  # (header, MLflow metric, scale, format)
-    ("workers", "world_size", 1, "{:.0f}"),
-    ("train s", "training_time_s", 1, "{:.1f}"),
-    ("samples/s", "samples_per_s", 1, "{:,.0f}"),
-    ("KB sent/step", "bytes_sent_per_step", 1 / 1024, "{:,.1f}"),
-    ("max param KB", "max_worker_param_bytes", 1 / 1024, "{:,.1f}"),
+COLUMNS = [  # (MLflow metric or tag, header, format): the table's columns, in order
+    ("world_size", "workers", "{:.0f}"),
+    ("test_overall_accuracy", "overall acc", "{:.3f}"),
+    ("test_kappa", "kappa", "{:.3f}"),
+    ("test_macro_f1", "macro F1", "{:.3f}"),
+    ("test_micro_f1", "micro F1", "{:.3f}"),
+    ("test_mean_average_precision", "mAP", "{:.3f}"),
+    ("training_time_s", "train s", "{:.1f}"),
+    ("samples_per_s", "train samples/s", "{:,.0f}"),
+    ("steps", "steps", "{:.0f}"),
+    ("bytes_sent_per_step", "bytes sent/step", "{:,.0f}"),
+    ("bytes_sent_total", "bytes sent", "{:,.0f}"),
+    ("max_worker_param_bytes", "max param bytes", "{:,.0f}"),
+    ("inference_samples_per_s", "infer samples/s", "{:,.0f}"),
+    ("inference_latency_ms", "infer ms/batch", "{:.2f}"),
 ]
-QUALITY_COLUMNS = {  # by task: (header, metrics-file key)
-    "single_label": [("overall acc", "overall_accuracy"), ("kappa", "kappa"),
-                     ("macro F1", "macro_f1")],
-    "multi_label": [("micro F1", "micro_f1"), ("macro F1", "macro_f1"),
-                    ("mAP", "mean_average_precision")],
+TABLE_FILES = ("comparison.csv", "comparison.md", "comparison.json")
+PLOTS = {  # file -> (x metric, y metric or None for the ranking metric, title)
+    "accuracy_vs_bytes_sent.png": ("bytes_sent_total", None, "quality vs bytes sent"),
+    "accuracy_vs_training_time.png": ("training_time_s", None, "quality vs training time"),
+    "inference_throughput.png": (None, "inference_samples_per_s", "inference throughput"),
 }
 
 
-def results_table(schemes: list[str], metrics_dir: Path, models_dir: Path,
-                  tracking_uri: str) -> str:
-    """One row per scheme: training figures from its MLflow run, test metrics from its file."""
-    import mlflow
+def _value(run: Run, key: str) -> float | None:
+    if key in run.data.metrics:
+        return run.data.metrics[key]
+    if key == "world_size" and key in run.data.tags:  # a tag on runs of older stages
+        return float(run.data.tags[key])
+    return None
 
-    client = mlflow.MlflowClient(tracking_uri)
-    files = {s: json.loads((metrics_dir / f"{s}.json").read_text()) for s in schemes}
-    task = "multi_label" if any("micro_f1" in m for m in files.values()) else "single_label"
-    header = ["scheme", *(c[0] for c in TRAINING_COLUMNS), *(c[0] for c in QUALITY_COLUMNS[task])]
-    rows = [header]
-    for scheme in schemes:
-        logged = client.get_run(read_run_reference(models_dir / scheme)["run_id"]).data.metrics
-        rows.append([scheme]
-                    + [fmt.format(logged.get(key, float("nan")) * scale)
-                       for _, key, scale, fmt in TRAINING_COLUMNS]
-                    + [f"{files[scheme].get(key, float('nan')):.3f}"
-                       for _, key in QUALITY_COLUMNS[task]])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+
+def comparison_rows(runs: list[Run]) -> list[dict[str, object]]:
+    """One row per run: scheme, status, then every metric of ``COLUMNS`` any run has, run id."""
+    present = [key for key, _, _ in COLUMNS
+               if any(_value(r, key) is not None for r in runs)]
+    return [{"scheme": run.data.tags.get("scheme", "?"), "status": run.info.status}
+            | {key: _value(run, key) for key in present} | {"run_id": run.info.run_id}
+            for run in runs]
+
+
+def _cell(key: str, value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        fmt = next((f for k, _, f in COLUMNS if k == key), "{:g}")
+        return fmt.format(value)
+    return str(value)
+
+
+def _headers(rows: list[dict[str, object]]) -> list[tuple[str, str]]:
+    names = dict((k, h) for k, h, _ in COLUMNS) | {"scheme": "scheme", "status": "status",
+                                                   "run_id": "run"}
+    return [(k, names.get(k, k)) for k in (rows[0] if rows else [])]
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    """The rows as aligned text for a terminal."""
+    if not rows:
+        return "(no scheme runs)"
+    headers = _headers(rows)
+    cells = [[h for _, h in headers]]
+    cells += [[_cell(k, r[k])[:8] if k == "run_id" else _cell(k, r[k]) for k, _ in headers]
+              for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """The rows as a Markdown table."""
+    headers = _headers(rows)
+    lines = ["| " + " | ".join(h for _, h in headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_cell(k, r[k]) for k, _ in headers) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(rows: list[dict[str, object]], out_dir: Path, metric: str) -> list[Path]:
+    """Write ``comparison.{csv,md,json}`` and the comparison plots into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = list(rows[0]) if rows else ["scheme"]
+    with open(out_dir / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    (out_dir / "comparison.md").write_text(markdown_table(rows))
+    metrics = {str(r["scheme"]): {k: v for k, v in r.items()
+                                  if isinstance(v, float) and not math.isnan(v)} for r in rows}
+    (out_dir / "comparison.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    written = [out_dir / name for name in TABLE_FILES]
+    return written + write_plots(rows, out_dir, metric)
+
+
+def write_plots(rows: list[dict[str, object]], out_dir: Path, metric: str) -> list[Path]:
+    """The comparison plots whose metrics some run has (others are skipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, (x_key, y_key, title) in PLOTS.items():
+        y_key = y_key or metric
+        points = [r for r in rows if r.get(y_key) is not None
+                  and (x_key is None or r.get(x_key) is not None)]
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        labels = [str(r["scheme"]) for r in points]
+        ys = [float(r[y_key]) for r in points]
+        if x_key is None:
+            ax.bar(labels, ys, color="tab:blue")
+            ax.tick_params(axis="x", rotation=20)
+        else:
+            xs = [float(r[x_key]) for r in points]
+            ax.scatter(xs, ys, color="tab:blue")
+            for x, y, label in zip(xs, ys, labels, strict=True):
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4))
+            ax.set_xlabel(x_key)
+        ax.set_ylabel(y_key)
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+        written.append(out_dir / name)
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print the results table and how to open the MLflow UI."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Print the comparison table of the latest pipeline run, or of ``--run``."""
+    from pipeline.config import load_params
+    from pipeline.errors import ParamsError
+    from pipeline.runtime import configure_environment
+    from pipeline.tracking import client_for, compared_runs, latest_pipeline_run
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--metrics", default="metrics", help="folder of <scheme>.json files")
-    parser.add_argument("--models", default="models", help="folder of <scheme>/ model folders")
+    parser.add_argument("--run", default=None, help="parent run id (default: the latest)")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    print(f"\nResults of the latest pipeline run (MLflow store {params.tracking.uri}, experiment "
-          f"{params.tracking.experiment}):\n")
-    print(results_table(params.train.compare, Path(args.metrics), Path(args.models),
-                        params.tracking.uri))
+    configure_environment()
+    try:
+        params = load_params(args.params)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    experiment = params.tracking.experiment_name(params.ingest.source)
+    parent = (client_for(params.tracking).get_run(args.run) if args.run
+              else latest_pipeline_run(params))
+    if parent is None:
+        print(f"error: no pipeline run in experiment {experiment} of {params.tracking.uri}; "
+              "run the pipeline first (`make run`)", file=sys.stderr)
+        raise SystemExit(1)
+    tags = parent.data.tags
+    print(f"\nPipeline run {parent.info.run_id} ({parent.info.status}; experiment {experiment},"
+          f" store {params.tracking.uri})\n")
+    print(format_table(comparison_rows(compared_runs(params.tracking, parent))))
+    if "registered_model" in tags:
+        print(f"\nbest: {tags.get('best_scheme')} -> registered {tags['registered_model']}")
+    if "error" in tags:
+        print(f"\nerror: {tags['error']}")
     print("\nCompare runs in the MLflow UI: `make ui`, then open http://127.0.0.1:5000")
 
 

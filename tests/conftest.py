@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,3 +58,69 @@ def spark() -> Iterator[object]:
 @pytest.fixture
 def default_params() -> Params:
     return Params()
+
+
+# --- a temporary copy of the project, as a user's checkout (shared by the end-to-end tests) ---
+
+PROJECT_SOURCES = ["pipeline", "flows", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvcignore",
+                   ".gitignore"]
+SMALL_PARAMS = {
+    "ingest": {"synthetic": {"height": 96, "width": 96, "region_scale_px": 6.0}},
+    "prepare": {"patch_size": 7, "block_size": 16},
+    "train": {"epochs": 2, "batch_size": 32, "compare": ["data_parallel", "branch_parallel"]},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override``'s values, nested mappings merged."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def sh(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a command of the project (this venv first on PATH); fail the test if it fails."""
+    import sys
+
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+                        "GIT_COMMITTER_NAME": "test",
+                        "GIT_COMMITTER_EMAIL": "test@example.invalid", "COLUMNS": "250"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    """``dvc <args>`` in ``cwd``; its stdout."""
+    import sys
+
+    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd).stdout
+
+
+def make_project(root: Path, params: dict) -> Path:
+    """Copy the project into ``root`` with ``params`` merged into ``params.yaml``.
+
+    Git and DVC are initialised and the copy committed (``dvc exp`` needs a commit).
+    """
+    import shutil
+
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_SOURCES:
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    base = yaml.safe_load((root / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(base, params), sort_keys=False))
+    sh("git", "init", "-q", cwd=root)
+    dvc("init", "-q", cwd=root)
+    shutil.copy2(PROJECT_ROOT / ".dvc" / "config", root / ".dvc" / "config")  # analytics, remote
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-q", "-m", "project", cwd=root)
+    return root

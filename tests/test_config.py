@@ -124,3 +124,24 @@ def test_typo_inside_a_modality_suggests_the_key(tmp_path: Path) -> None:
              "labels": "l.tif", "classes": {1: "a", 2: "b"}}
     with pytest.raises(ParamsError, match=r"modalities\.s2\.resampeling.*did you mean 'resampling'"):
         load_params(write(tmp_path, {"ingest": {"source": "scene", "scene": scene}}))
+
+
+def test_overrides_are_written_into_the_params_file_keeping_comments(tmp_path: Path) -> None:
+    from pipeline.config import write_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 8   # passes over the data\n  batch_size: 64\n")
+    params = write_overrides(path, {"train.epochs": 1, "train.compare": ["hybrid"]})
+    assert params.train.epochs == 1
+    assert load_params(path).train.compare == ["hybrid"]
+    assert "# passes over the data" in path.read_text()
+
+
+def test_a_bad_override_leaves_the_params_file_unchanged(tmp_path: Path) -> None:
+    from pipeline.config import write_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 8\n")
+    with pytest.raises(ParamsError, match="did you mean 'epochs'"):
+        write_overrides(path, {"train.epoch": 1})
+    assert path.read_text() == "train:\n  epochs: 8\n"

@@ -7,69 +7,58 @@ one left, as a user's project would.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
-from .conftest import PROJECT_ROOT
+from .conftest import SMALL_PARAMS, dvc, make_project, sh
 
 pytestmark = pytest.mark.slow
 
-SOURCES = ["pipeline", "flows", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
-SMALL = {
-    "ingest": {"synthetic": {"height": 96, "width": 96, "region_scale_px": 6.0}},
-    "prepare": {"patch_size": 7, "block_size": 16},
-    "train": {"epochs": 2, "batch_size": 32, "compare": ["data_parallel", "branch_parallel"]},
-}
-SCHEMES = SMALL["train"]["compare"]
-
-
-def merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
-
-
-def sh(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
-def dvc(*args: str, cwd: Path) -> str:
-    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd).stdout
+SCHEMES = SMALL_PARAMS["train"]["compare"]
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    for name in SOURCES:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(params, SMALL), sort_keys=False))
-    sh("git", "init", "-q", cwd=root)
-    dvc("init", "-q", cwd=root)
-    dvc("config", "core.analytics", "false", cwd=root)
-    return root
+    return make_project(tmp_path_factory.mktemp("project") / "landcover", SMALL_PARAMS)
 
 
-def runs(root: Path) -> list[mlflow.entities.Run]:
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+def store(root: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def runs(root: Path, role: str = "scheme") -> list[mlflow.entities.Run]:
+    client = store(root)
     experiment = client.get_experiment_by_name("landcover-synthetic")
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    return client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`landcover.role` = '{role}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def assert_one_parent_with_a_child_per_scheme(root: Path, parent: mlflow.entities.Run,
+                                              children: list[mlflow.entities.Run]) -> None:
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.data.tags["scheme"] for c in children) == sorted(SCHEMES)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    # every child has the same parameter and metric names: the compare view lines them up
+    assert len({frozenset(c.data.params) for c in children}) == 1
+    assert len({frozenset(c.data.metrics) for c in children}) == 1
+    for child in children:
+        for tag in ("scheme", "world_size", "git_commit", "data_hash", "dvc_data_md5",
+                    "data_source", "model_uri"):
+            assert child.data.tags.get(tag) not in (None, "", "unknown"), tag
+        assert child.inputs.dataset_inputs[0].dataset.digest == child.data.tags["data_hash"][:36]
+    artifacts = {a.path for a in store(root).list_artifacts(parent.info.run_id, "comparison")}
+    assert {"comparison/comparison.csv", "comparison/comparison.md",
+            "comparison/accuracy_vs_bytes_sent.png",
+            "comparison/accuracy_vs_training_time.png"} <= artifacts
+    version = store(root).get_model_version_by_alias("landcover-classifier", "champion")
+    assert version.tags["pipeline_run_id"] == parent.info.run_id
+    best = max(children, key=lambda c: c.data.metrics["test_overall_accuracy"])
+    assert version.tags["run_id"] == best.info.run_id
 
 
 def metrics_of(root: Path, scheme: str) -> dict[str, float]:
@@ -79,7 +68,7 @@ def metrics_of(root: Path, scheme: str) -> dict[str, float]:
 def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> None:
     out = sh(sys.executable, "-m", "dvc", "repro", cwd=project).stdout
     stages = ["ingest", "prepare", *(f"{s}@{scheme}" for scheme in SCHEMES
-                                     for s in ("train", "evaluate"))]
+                                     for s in ("train", "evaluate")), "compare"]
     for stage in stages:
         assert f"Running stage '{stage}'" in out
 
@@ -105,6 +94,11 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
     manifest = json.loads((project / "data/prepared/manifest.json").read_text())
     assert run.data.tags["data_hash"] == manifest["fingerprint"]  # the run names its data
     assert (project / "data/prepared/preview.png").is_file()
+    [parent] = runs(project, "pipeline")
+    assert_one_parent_with_a_child_per_scheme(project, parent, list(by_scheme.values()))
+    assert "data_parallel" in (project / "reports/comparison.md").read_text()
+    table = sh(sys.executable, "-m", "pipeline.report", cwd=project).stdout
+    assert parent.info.run_id in table and "branch_parallel" in table
 
 
 def test_after_dvc_repro_the_pipeline_is_up_to_date(project: Path) -> None:
@@ -130,7 +124,11 @@ def test_prefect_pipeline_flow_leaves_dvc_up_to_date(project: Path,
     assert "Data and pipelines are up to date" in dvc("status", cwd=project)
     assert "Running stage" not in dvc("repro", cwd=project)
     latest = runs(project)[len(SCHEMES):]
-    assert sorted(r.info.run_id for r in latest) == sorted(r["run_id"] for r in result.values())
+    assert sorted(r.info.run_id for r in latest) == sorted(
+        r["run_id"] for r in result["schemes"].values())
+    parent = store(project).get_run(result["parent_run_id"])
+    assert parent.data.tags["orchestrator"] == "prefect"
+    assert_one_parent_with_a_child_per_scheme(project, parent, latest)
     for run in latest:
         scheme = run.data.tags["scheme"]
         assert run.data.params["train.epochs"] == "1"

@@ -47,3 +47,12 @@ def test_dvc_yaml_and_flow_layout_name_the_same_paths() -> None:
         assert f"--params {LAYOUT.params}" in stage["cmd"]
         for path in stage.get("outs", []):
             assert f" {path}" in stage["cmd"]
+
+
+def test_compare_stage_runs_after_every_scheme_and_writes_under_reports() -> None:
+    compare = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["compare"]
+    assert {LAYOUT.models, LAYOUT.metrics, LAYOUT.prepared} <= set(compare["deps"])
+    assert f"--out {LAYOUT.reports}" in compare["cmd"]
+    outs = [next(iter(o)) for key in ("outs", "metrics", "plots") for o in compare[key]]
+    assert all(path.startswith(f"{LAYOUT.reports}/") for path in outs)
+    assert {"train.compare", "ingest.source", "tracking", "compare"} == set(compare["params"])
