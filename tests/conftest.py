@@ -56,6 +56,14 @@ def spark() -> Iterator[object]:
 
 
 @pytest.fixture
+def user_data(tmp_path: Path) -> Path:
+    """A user's scene: labels at 10 m, optical at 20 m (one file), SAR as a folder of bands."""
+    from .data.rasters import make_user_data
+
+    return make_user_data(tmp_path)
+
+
+@pytest.fixture
 def default_params() -> Params:
     return Params()
 

@@ -171,10 +171,16 @@ def _warp_modality(sources: list[BandSource], modality: ModalityParams, dst_path
                 nodata = modality.nodata if modality.nodata is not None else src.nodata
                 if modality.kind == "sar":
                     _check_linear_power(src, source, band)
-                reproject(source=rasterio.band(src, source.index),
-                          destination=rasterio.band(dst, index),
-                          src_nodata=nodata, dst_nodata=dst_nodata,
-                          resampling=Resampling[modality.resampling])
+                try:
+                    reproject(source=rasterio.band(src, source.index),
+                              destination=rasterio.band(dst, index),
+                              src_nodata=nodata, dst_nodata=dst_nodata,
+                              resampling=Resampling[modality.resampling])
+                except rasterio.errors.RasterioError as exc:  # e.g. a truncated file
+                    raise DatasetError(source.path, f"unreadable raster: band {band} could not "
+                                       f"be read ({exc})", "check that the file is complete "
+                                       "and a valid GeoTIFF; re-download or re-export it"
+                                       ) from exc
             dst.set_band_description(index, band)
 
 

@@ -10,7 +10,6 @@ from pipeline.data.bigearthnet import (
     LABELS_19,
     extract_examples,
     ingest_bigearthnet,
-    labels_19,
     prepare_bigearthnet,
     read_pair,
 )
@@ -116,25 +115,3 @@ def test_patch_without_a_19_class_label_is_dropped_and_counted(tmp_path: Path) -
     index = ingest_bigearthnet(BigEarthNetParams(s1_root=str(s1_root), s2_root=str(s2_root)),
                                tmp_path, tmp_path / "raw")
     assert index["dropped"]["no_19_class_label"] == 1 and len(index["pairs"]) == 7
-
-
-def test_unknown_corine_label_names_the_file_and_field(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"meta\.json: field 'labels': \['Lava'\]"):
-        labels_19(["Lava"], tmp_path / "meta.json")
-
-
-def test_missing_band_names_the_file(tmp_path: Path) -> None:
-    s1_root, s2_root = write_fake_bigearthnet(tmp_path / "ben", n=4)
-    next(s2_root.glob("*/*_B03.tif")).unlink()
-    params = BigEarthNetParams(s1_root=str(s1_root), s2_root=str(s2_root), split="random")
-    ingest_bigearthnet(params, tmp_path, tmp_path / "raw")
-    with pytest.raises(DatasetError, match=r"_B03\.tif: band B03 not found"):
-        prepare_bigearthnet(tmp_path / "raw", tmp_path / "out", PREPARE)
-    assert not (tmp_path / "out").exists()
-
-
-def test_missing_root_names_the_field(tmp_path: Path) -> None:
-    params = BigEarthNetParams(s1_root="nope1", s2_root="nope2")
-    with pytest.raises(DatasetError, match=r"nope1: BigEarthNet folder not found.*s1_root"):
-        ingest_bigearthnet(params, tmp_path, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
