@@ -18,6 +18,7 @@ class Layout:
     prepared: str = "data/prepared"
     models: str = "models"
     metrics: str = "metrics"
+    reports: str = "reports"
 
     def model_dir(self, scheme: str) -> str:
         """Where the model trained under ``scheme`` goes."""
@@ -26,6 +27,10 @@ class Layout:
     def metrics_file(self, scheme: str) -> str:
         """The DVC metrics file of ``scheme``'s evaluation."""
         return f"{self.metrics}/{scheme}.json"
+
+    def reports_dir(self, scheme: str) -> str:
+        """The evaluation's reports of ``scheme``: tables, confusion matrix, map, timings."""
+        return f"{self.reports}/{scheme}"
 
 
 LAYOUT = Layout()
