@@ -1,44 +1,142 @@
-"""Evaluate stage: test-split metrics, written for DVC and logged to the model's MLflow run."""
+"""Evaluate stage: test metrics with a modality ablation, the land-cover map and inference timed
+the way the scheme deploys; written for DVC and logged to the model's MLflow run.
+
+Writes ``metrics`` (a flat DVC metrics file: quality, ablation, map counts, inference figures) and
+the ``reports`` folder (per-class table, confusion matrix JSON + PNG, ablation, map GeoTIFF + PNG,
+inference timings), which also become the run's ``evaluation/`` artifacts.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from flows._cli import run_stage
 from flows.layout import LAYOUT
-from pipeline.config import load_params
-from pipeline.evaluation import evaluate_model
-from pipeline.io import write_json
-from pipeline.tracking import log_evaluation, read_run_reference, resumed_run
+from pipeline.config import ALL_SCHEMES, EvaluateParams, Params, load_params
+from pipeline.data.dataset import PreparedDataset
+from pipeline.data.scene import SCENE_FILE
+from pipeline.evaluation import Evaluation, evaluate_split, write_reports
+from pipeline.inference.landcover_map import (
+    MAP_FILE,
+    PREVIEW_FILE,
+    map_job_for,
+    write_landcover_map,
+    write_map_preview,
+)
+from pipeline.inference.schemes import time_scheme_inference
+from pipeline.io import atomic_path, write_json
+from pipeline.model_store import load_model
+from pipeline.objective import SINGLE_LABEL
+from pipeline.spark import spark_session
+from pipeline.tracking import (
+    log_evaluation,
+    log_evaluation_artifacts,
+    read_run_reference,
+    resumed_run,
+)
+from pipeline.training.trainer import parallel_settings
+
+TIMINGS_FILE = "inference.json"
 
 
 @task
-def compute_metrics(model: str, data: str, threshold: float) -> dict[str, float]:
-    """Metrics of the model in ``model`` on the test split of ``data``."""
-    return evaluate_model(Path(model), Path(data), threshold=threshold)
+def score_model(model: str, data: str, threshold: float) -> Evaluation:
+    """Test-split scores of the model in ``model``, with the modality ablation."""
+    network, class_names = load_model(Path(model))
+    split = PreparedDataset.open(data).split("test")
+    return evaluate_split(network, split, class_names, threshold)
+
+
+@task(cache_policy=NO_CACHE)
+def draw_map(spark: object, raw: str, model: str, data: str, config: Params, out_dir: Path,
+             scheme: str) -> dict[str, float]:
+    """The scene's land-cover map (GeoTIFF + PNG) with ``model``, window by window on Spark."""
+    settings = config.evaluate.map
+    job = map_job_for(Path(raw), Path(model), PreparedDataset.open(data).manifest,
+                      settings.stride, config.prepare.max_nodata_fraction, settings.batch_size)
+    figures = write_landcover_map(job, out_dir / MAP_FILE, spark, settings.window_size,
+                                  tags={"SCHEME": scheme})
+    write_map_preview(out_dir / MAP_FILE, out_dir / PREVIEW_FILE,
+                      title=f"land-cover map, {scheme} model (stride {settings.stride})")
+    return figures
+
+
+@task(cache_policy=NO_CACHE)
+def time_inference(spark: object, config: Params, scheme: str, model: str, data: str,
+                   evaluate: EvaluateParams) -> tuple[dict[str, float], dict]:
+    """Inference timed as ``scheme`` deploys, and the single-process baseline."""
+    figures, timings = time_scheme_inference(
+        spark, parallel_settings(config.train, scheme), Path(model), Path(data),
+        evaluate.inference, evaluate.threshold)
+    details = {name: {k: v for k, v in asdict(t).items() if k != "decisions"}
+               for name, t in timings.items()}
+    return figures, details
+
+
+def scheme_of(model: str, config: Params) -> str:
+    """The scheme a model folder was trained under: its name (``models/<scheme>``), else
+    ``train.scheme``."""
+    name = Path(model).name
+    return name if name in ALL_SCHEMES else config.train.scheme
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("data_parallel"),
                   data: str = LAYOUT.prepared,
-                  metrics: str = LAYOUT.metrics_file("data_parallel")) -> dict[str, float]:
-    """Evaluate, write ``metrics`` (JSON) and log the metrics to the model's MLflow run."""
+                  metrics: str = LAYOUT.metrics_file("data_parallel"), raw: str = LAYOUT.raw,
+                  reports: str | None = None, scheme: str | None = None) -> dict[str, float]:
+    """Evaluate, map and time the model in ``model``; write ``metrics`` and ``reports`` (default
+    ``reports/<scheme>``) and log both to the model's MLflow run."""
     config = load_params(params)
+    scheme = scheme or scheme_of(model, config)
+    config = config.for_scheme(scheme)
+    reports = reports or LAYOUT.reports_dir(scheme)
     with resumed_run(read_run_reference(Path(model)), config.tracking):
-        results = compute_metrics(model, data, config.evaluate.threshold)
+        evaluation = score_model(model, data, config.evaluate.threshold)
+        results = dict(evaluation.metrics)
+        figures: dict[str, float] = {}
+        with atomic_path(reports) as folder:
+            folder.mkdir()
+            write_reports(evaluation, folder, title=scheme)
+            started = time.perf_counter()
+            with spark_session(config.spark) as spark:
+                figures["spark_startup_s"] = time.perf_counter() - started
+                if evaluation.task == SINGLE_LABEL and (Path(raw) / SCENE_FILE).is_file():
+                    figures |= draw_map(spark, raw, model, data, config, folder, scheme)
+                else:
+                    print(f"no land-cover map: {raw} holds no scene ({SCENE_FILE}) or the task is "
+                          "multi-label")
+                timing, details = time_inference(spark, config, scheme, model, data,
+                                                 config.evaluate)
+            figures |= timing
+            write_json(folder / TIMINGS_FILE, {"scheme": scheme, "figures": timing, **details})
         log_evaluation(results)
-        write_json(metrics, results)
-    print("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
-    return results
+        log_evaluation(figures, prefix="")
+        log_evaluation_artifacts(Path(reports))
+        write_json(metrics, results | figures)
+    print(f"{scheme} test metrics: " + ", ".join(
+        f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("ablation_")))
+    print(f"{scheme} inference: {figures['inference_samples_per_s']:,.0f} samples/s, "
+          f"{figures['inference_ratio_to_single_process']:.2f} x single-process "
+          f"({figures['inference_single_process_samples_per_s']:,.0f} samples/s); "
+          f"p50/p95 batch {figures['inference_batch_p50_ms']:.1f}/"
+          f"{figures['inference_batch_p95_ms']:.1f} ms; Spark start-up "
+          f"{figures['spark_startup_s']:.1f}s")
+    return results | figures
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m flows.evaluate [--params P] [--model DIR] [--data DIR] [--metrics FILE]``."""
+    """``python -m flows.evaluate [--params P] [--scheme S] [--model DIR] [--data DIR]
+    [--raw DIR] [--metrics FILE] [--reports DIR]``."""
     run_stage(evaluate_flow, __doc__, {
-        "params": LAYOUT.params, "model": LAYOUT.model_dir("data_parallel"),
-        "data": LAYOUT.prepared, "metrics": LAYOUT.metrics_file("data_parallel")}, argv)
+        "params": LAYOUT.params, "scheme": None, "model": LAYOUT.model_dir("data_parallel"),
+        "data": LAYOUT.prepared, "raw": LAYOUT.raw,
+        "metrics": LAYOUT.metrics_file("data_parallel"), "reports": None}, argv)
 
 
 if __name__ == "__main__":

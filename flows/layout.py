@@ -35,5 +35,9 @@ class Layout:
         """The DVC metrics file of ``scheme``'s evaluation."""
         return f"{self.metrics}/{scheme}.json"
 
+    def reports_dir(self, scheme: str) -> str:
+        """The evaluation's reports of ``scheme``: tables, confusion matrix, map, timings."""
+        return f"{self.reports}/{scheme}"
+
 
 LAYOUT = Layout()

@@ -266,11 +266,31 @@ class CompareParams(_Section):
                        description="alias the best model version gets")
 
 
+class MapParams(_Section):
+    """The land-cover map of the scene (single-label scenes only)."""
+
+    stride: int = Field(1, ge=1, le=64, description="predict every k-th pixel (others nodata)")
+    window_size: int = Field(64, ge=8, description="scene windows per Spark task (plus halo)")
+    batch_size: int = Field(2048, ge=1, description="patches per forward pass in a window")
+
+
+class InferenceParams(_Section):
+    """How inference is timed, per scheme, the way the scheme deploys."""
+
+    batch_size: int = Field(256, ge=1, description="samples per forward pass (and per batch)")
+    samples: int = Field(8192, ge=1, description="samples per timed pass (test split, tiled)")
+    repeats: int = Field(5, ge=1, description="timed passes after the warm-up (the spread)")
+    warmup: int = Field(1, ge=1, description="untimed passes first (JIT, caches, workers)")
+    timeout_s: int = Field(600, ge=10, description="a hung inference job is stopped after this")
+
+
 class EvaluateParams(_Section):
-    """How predictions are scored."""
+    """How predictions are scored, mapped and timed."""
 
     threshold: float = Field(0.5, gt=0, lt=1,
                              description="multi-label: a class is predicted when sigmoid > this")
+    map: MapParams = MapParams()
+    inference: InferenceParams = InferenceParams()
 
 
 class Params(_Section):

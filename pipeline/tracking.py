@@ -287,6 +287,11 @@ def log_evaluation(metrics: dict[str, Any], prefix: str = "test_") -> None:
     mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()})
 
 
+def log_evaluation_artifacts(folder: Path, artifact_path: str = "evaluation") -> None:
+    """Log the files of an evaluation (reports, confusion matrix, map) to the active run."""
+    mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+
+
 # --- the model registry ----------------------------------------------------------------------
 
 def best_run(runs: list[Run], compare: CompareParams) -> Run | None:

@@ -76,6 +76,7 @@ SMALL_PARAMS = {
     "ingest": {"synthetic": {"height": 96, "width": 96, "region_scale_px": 6.0}},
     "prepare": {"patch_size": 7, "block_size": 16},
     "train": {"epochs": 2, "batch_size": 32, "compare": ["data_parallel", "branch_parallel"]},
+    "evaluate": {"inference": {"samples": 1024, "repeats": 2}, "map": {"stride": 2}},
 }
 
 

@@ -1,7 +1,25 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from pipeline.evaluation import classification_metrics
+from pipeline.evaluation import (
+    ABLATION_FILE,
+    CONFUSION_JSON,
+    CONFUSION_PNG,
+    PER_CLASS_FILE,
+    classification_metrics,
+    evaluate_split,
+    per_class_scores,
+    row_normalised,
+    with_training_mean,
+    write_reports,
+)
+from pipeline.data.dataset import PatchSplit
+from pipeline.model import ModelConfig, MultimodalCNN
+from pipeline.objective import MULTI_LABEL
 
 
 def test_metrics_match_hand_computed_values() -> None:
@@ -15,7 +33,82 @@ def test_metrics_match_hand_computed_values() -> None:
     assert metrics["macro_f1"] == pytest.approx((1 + 2 / 3 + 0.8) / 3)
 
 
+def test_weighted_f1_weights_classes_by_support() -> None:
+    y_true = np.array([0, 0, 0, 0, 1, 1])
+    y_pred = np.array([0, 0, 0, 1, 1, 1])
+    # F1: class 0 = 2*1*0.75/1.75 = 6/7, class 1 = 2*(2/3)*1/(5/3) = 0.8; supports 4 and 2
+    assert classification_metrics(y_true, y_pred)["weighted_f1"] == pytest.approx(
+        (4 * 6 / 7 + 2 * 0.8) / 6)
+
+
 def test_perfect_predictions() -> None:
     y = np.array([0, 1, 2, 1])
     assert classification_metrics(y, y) == {"overall_accuracy": 1.0, "kappa": 1.0,
-                                            "macro_f1": 1.0}
+                                            "macro_f1": 1.0, "weighted_f1": 1.0}
+
+
+def test_per_class_scores_name_every_class_even_unseen_ones() -> None:
+    table = per_class_scores(np.array([0, 0, 1]), np.array([0, 1, 1]), ["water", "forest", "urban"])
+    assert [row["class"] for row in table] == ["water", "forest", "urban"]
+    assert table[0] == {"class": "water", "precision": 1.0, "recall": 0.5,
+                        "f1": pytest.approx(2 / 3), "support": 2}
+    assert table[2]["support"] == 0 and table[2]["f1"] == 0.0
+
+
+def test_row_normalised_rows_sum_to_one_and_empty_rows_stay_zero() -> None:
+    out = row_normalised(np.array([[3, 1], [0, 0]]))
+    assert out.tolist() == [[0.75, 0.25], [0.0, 0.0]]
+
+
+def test_training_mean_is_zero_in_the_normalised_input_space() -> None:
+    inputs = {"s1": torch.randn(4, 2, 3, 3), "s2": torch.randn(4, 3, 3, 3)}
+    out = with_training_mean(inputs, "s1")
+    assert torch.equal(out["s1"], torch.zeros(4, 2, 3, 3)) and out["s2"] is inputs["s2"]
+    with pytest.raises(ValueError, match="modality must be one of"):
+        with_training_mean(inputs, "s3")
+
+
+def blind_model(task: str = "single_label") -> MultimodalCNN:
+    """A model whose head ignores the s1 branch: ablating s1 cannot change a decision."""
+    torch.manual_seed(0)
+    model = MultimodalCNN(ModelConfig(channels={"s1": 2, "s2": 3}, num_classes=3,
+                                      branch_width=4, branch_depth=1, fusion_width=8, task=task))
+    with torch.no_grad():
+        model.head.hidden.weight[:, :4] = 0.0  # the s1 features come first in the concatenation
+    return model.eval()
+
+
+def split_of(task: str = "single_label", n: int = 60) -> PatchSplit:
+    torch.manual_seed(1)
+    labels = (torch.randint(0, 3, (n,)) if task == "single_label"
+              else torch.randint(0, 2, (n, 3)).float())
+    return PatchSplit({"s1": torch.randn(n, 2, 5, 5), "s2": torch.randn(n, 3, 5, 5)}, labels)
+
+
+def test_ablation_of_an_ignored_modality_changes_nothing() -> None:
+    result = evaluate_split(blind_model(), split_of(), ["a", "b", "c"])
+    assert result.metrics["ablation_s1_overall_accuracy_drop"] == 0.0
+    assert result.metrics["ablation_s1_kappa"] == result.metrics["kappa"]
+    assert "ablation_s2_overall_accuracy" in result.metrics
+    assert result.confusion.sum() == result.metrics["samples"] == 60
+
+
+def test_multi_label_evaluation_has_per_class_f1_and_no_confusion_matrix() -> None:
+    result = evaluate_split(blind_model(MULTI_LABEL), split_of(MULTI_LABEL), ["a", "b", "c"])
+    assert {"micro_f1", "macro_f1", "mean_average_precision", "ablation_s2_micro_f1_drop"} <= set(
+        result.metrics)
+    assert result.confusion is None
+    assert [row["support"] for row in result.per_class] == split_of(MULTI_LABEL).labels.sum(
+        0).int().tolist()
+
+
+def test_reports_are_written_with_class_names(tmp_path: Path) -> None:
+    result = evaluate_split(blind_model(), split_of(), ["water", "forest", "urban"])
+    written = write_reports(result, tmp_path, title="test")
+    assert {p.name for p in written} == {PER_CLASS_FILE, CONFUSION_JSON, CONFUSION_PNG,
+                                         ABLATION_FILE}
+    confusion = json.loads((tmp_path / CONFUSION_JSON).read_text())
+    assert confusion["classes"] == ["water", "forest", "urban"]
+    assert np.asarray(confusion["counts"]).sum() == 60
+    assert (tmp_path / CONFUSION_PNG).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / PER_CLASS_FILE).read_text().splitlines()[1].startswith("water,")

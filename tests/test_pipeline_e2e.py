@@ -86,6 +86,21 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
         assert run.data.metrics["bytes_sent_per_step"] > 0
         assert run.data.metrics["traffic_ratio_measured_to_expected"] == pytest.approx(1.0)
         assert run.data.params["train.epochs"] == "2"
+        # The evaluation: ablation, map and inference timing, in the file and in the run.
+        for key in ("weighted_f1", "ablation_sar_overall_accuracy_drop"):  # quality: test_*
+            assert run.data.metrics[f"test_{key}"] == pytest.approx(metrics[key])
+        for key in ("map_predicted_pixels", "inference_samples_per_s",
+                    "inference_ratio_to_single_process", "inference_batch_p95_ms",
+                    "spark_startup_s"):
+            assert run.data.metrics[key] == pytest.approx(metrics[key])
+        assert metrics["inference_agreement"] == 1.0  # the deployment predicts what one process does
+        reports = project / "reports" / scheme
+        for name in ("confusion_matrix.png", "per_class.csv", "landcover_map.tif",
+                     "landcover_map.png", "inference.json", "ablation.json"):
+            assert (reports / name).is_file(), name
+        artifacts = {a.path for a in mlflow.MlflowClient(
+            f"sqlite:///{project / 'mlflow.db'}").list_artifacts(run.info.run_id, "evaluation")}
+        assert "evaluation/landcover_map.tif" in artifacts
     # Equivalent schemes at equal global batch and epochs reach comparable accuracy.
     accuracies = [metrics_of(project, s)["overall_accuracy"] for s in SCHEMES]
     assert max(accuracies) - min(accuracies) <= 0.02
@@ -99,6 +114,13 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
     assert "data_parallel" in (project / "reports/comparison.md").read_text()
     table = sh(sys.executable, "-m", "pipeline.report", cwd=project).stdout
     assert parent.info.run_id in table and "branch_parallel" in table
+
+
+def test_dvc_metrics_show_lists_every_scheme(project: Path) -> None:
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=project))
+    files = next(iter(shown.values()))["data"]
+    for scheme in SCHEMES:
+        assert "inference_samples_per_s" in files[f"metrics/{scheme}.json"]["data"]
 
 
 def test_after_dvc_repro_the_pipeline_is_up_to_date(project: Path) -> None:

@@ -1,0 +1,276 @@
+"""The land-cover map of a scene: every valid pixel (or every k-th) classified, as a GeoTIFF.
+
+The scene is cut into windows (as the prepare stage does); each window is one Spark task that
+reads only its window plus a halo of ``patch_size // 2`` pixels, builds the patch around each
+pixel exactly as the prepare stage builds a training patch (same features, same nodata rule, same
+normalisation), predicts them and returns the window's class codes. The driver writes each window
+into the GeoTIFF as it arrives, so neither the scene nor the map is ever held whole.
+
+The map is on the label raster's grid (CRS, transform, size), in the label raster's class codes,
+with a colour table, the class names as tags and nodata where nothing was predicted: pixels
+closer than ``patch_size // 2`` to the scene's edge, pixels off the ``stride`` grid, and pixels
+whose patch has more nodata than ``max_nodata_fraction``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from rasterio.windows import Window
+
+from pipeline.data.prepare import plan_windows, read_grid, to_features
+from pipeline.data.scene import SceneDescription
+from pipeline.errors import DatasetError
+from pipeline.io import atomic_path
+from pipeline.model_store import load_model
+from pipeline.objective import decide
+
+MAP_FILE = "landcover_map.tif"
+PREVIEW_FILE = "landcover_map.png"
+
+CLASS_COLOURS = ["#1f4e99", "#1b7837", "#e6c229", "#98df8a", "#d62728", "#a6761d", "#9467bd",
+                 "#17becf", "#7f7f7f", "#ff7f0e", "#8c564b", "#e377c2"]
+
+
+@dataclass(frozen=True)
+class MapJob:
+    """What a window task needs, as plain picklable values (paths absolute, shared by executors).
+
+    ``normalisation`` maps modality to the training ``{"mean": [...], "std": [...]}``;
+    ``class_codes[i]`` is the label code of class index ``i``.
+    """
+
+    scene_dir: str
+    model_dir: str
+    scene: SceneDescription
+    normalisation: dict[str, dict[str, list[float]]]
+    class_codes: list[int]
+    patch_size: int
+    stride: int = 1
+    max_nodata_fraction: float = 0.1
+    batch_size: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 1 or self.patch_size % 2 == 0:
+            raise ValueError(f"patch_size must be odd, got {self.patch_size}")
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+
+
+def map_dtype(class_codes: list[int]) -> tuple[str, int]:
+    """The smallest GeoTIFF type with a colour table for the codes, and a nodata value not
+    among them."""
+    if max(class_codes) < 255:
+        return "uint8", 255
+    if max(class_codes) < 65535:
+        return "uint16", 65535
+    raise ValueError(f"class codes up to {max(class_codes)} do not fit a 16-bit map")
+
+
+def _axis(start: int, length: int, size: int, half: int, stride: int) -> np.ndarray:
+    """Positions on the scene's stride grid (first at ``half``) inside ``[start, start+length)``
+    whose patch fits in the scene."""
+    first = half + max(0, -(-(start - half) // stride)) * stride
+    return np.arange(first, min(start + length, size - half), stride)
+
+
+def map_window(job: MapJob, core: tuple[int, int, int, int]) -> dict[str, Any]:
+    """Class codes of the core window ``core`` ``(row_off, col_off, height, width)``: one task.
+
+    Returns ``core`` and ``codes`` ``(height, width)`` (nodata where nothing was predicted), and
+    the number of pixels predicted.
+    """
+    root = Path(job.scene_dir)
+    with rasterio.open(root / job.scene.labels) as src:
+        height, width = src.height, src.width
+    _, nodata = map_dtype(job.class_codes)
+    half = job.patch_size // 2
+    r0, c0, h, w = core
+    top, left = max(0, r0 - half), max(0, c0 - half)
+    bottom, right = min(height, r0 + h + half), min(width, c0 + w + half)
+    window = Window(left, top, right - left, bottom - top)
+    codes = np.full((h, w), nodata, dtype=map_dtype(job.class_codes)[0])
+    rows = _axis(r0, h, height, half, job.stride)
+    cols = _axis(c0, w, width, half, job.stride)
+    rows, cols = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+    if len(rows) == 0:
+        return {"core": core, "codes": codes, "predicted": 0}
+
+    features: dict[str, np.ndarray] = {}
+    invalid_by: dict[str, np.ndarray] = {}
+    for name, modality in job.scene.modalities.items():
+        with rasterio.open(root / modality.path) as src:
+            data = src.read(window=window)
+            nodata_value = src.nodata
+        valid = np.ones(data.shape, dtype=bool)
+        if nodata_value is not None:
+            valid &= ~np.isnan(data) if np.isnan(nodata_value) else data != nodata_value
+        if data.dtype.kind == "f":
+            valid &= np.isfinite(data)
+        features[name] = to_features(np.where(valid, data, 1), modality.kind)
+        invalid_by[name] = ~valid.all(axis=0)
+    lrows, lcols = rows - top, cols - left
+    area = job.patch_size ** 2
+    keep = np.ones(len(rows), dtype=bool)
+    invalid_any = np.zeros((bottom - top, right - left), dtype=bool)
+    for invalid in invalid_by.values():
+        fraction = _patches(invalid, lrows, lcols, job.patch_size).sum(axis=(1, 2)) / area
+        keep &= fraction <= job.max_nodata_fraction
+        invalid_any |= invalid
+    rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
+
+    model, _ = load_model(Path(job.model_dir))
+    torch.set_num_threads(1)
+    lookup = np.asarray(job.class_codes)
+    for start in range(0, len(rows), job.batch_size):
+        sl = slice(start, start + job.batch_size)
+        mask = _patches(invalid_any, lrows[sl], lcols[sl], job.patch_size)
+        inputs = {}
+        for name, image in features.items():
+            patches = _patches(image, lrows[sl], lcols[sl], job.patch_size)
+            if mask.any():
+                patches = _fill_invalid(patches, mask)
+            stats = job.normalisation[name]
+            mean = np.asarray(stats["mean"], dtype=np.float32)[None, :, None, None]
+            std = np.asarray(stats["std"], dtype=np.float32)[None, :, None, None]
+            inputs[name] = torch.from_numpy((patches - mean) / std)
+        with torch.no_grad():
+            index = decide(model(inputs), model.config.task).numpy()
+        codes[rows[sl] - r0, cols[sl] - c0] = lookup[index]
+    return {"core": core, "codes": codes, "predicted": int(len(rows))}
+
+
+def _patches(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
+    """Patches centred at ``rows, cols`` of ``(bands, H, W)`` -> ``(N, bands, p, p)`` (or
+    ``(H, W)`` -> ``(N, p, p)``)."""
+    half = size // 2
+    windows = sliding_window_view(image, (size, size), axis=(-2, -1))
+    if image.ndim == 2:
+        return np.ascontiguousarray(windows[rows - half, cols - half])
+    return np.ascontiguousarray(windows[:, rows - half, cols - half].transpose(1, 0, 2, 3))
+
+
+def _fill_invalid(patches: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """Nodata pixels take the mean of the patch's valid pixels, per band (as in prepare)."""
+    valid = ~invalid[:, None]
+    count = np.maximum(valid.sum(axis=(2, 3)), 1)
+    mean = np.where(valid, patches, 0).sum(axis=(2, 3)) / count
+    return np.where(valid, patches, mean[:, :, None, None]).astype(np.float32)
+
+
+def colour_table(class_codes: list[int]) -> dict[int, tuple[int, int, int, int]]:
+    """RGBA per class code, in the order of the classes (as the prepare preview colours them)."""
+    from matplotlib.colors import to_rgba
+
+    return {code: tuple(int(round(255 * c)) for c in to_rgba(
+        CLASS_COLOURS[i % len(CLASS_COLOURS)])) for i, code in enumerate(class_codes)}
+
+
+def write_landcover_map(job: MapJob, out: Path, spark: Any | None = None,
+                        window_size: int = 64, tags: dict[str, str] | None = None
+                        ) -> dict[str, float]:
+    """Classify the scene window by window (Spark tasks when ``spark`` is given) and write the
+    map GeoTIFF ``out`` atomically; returns pixel counts.
+
+    Raises:
+        DatasetError: the scene's label raster (the reference grid) is missing or unreadable.
+    """
+    scene_dir = Path(job.scene_dir)
+    grid, _, _ = read_grid(scene_dir / job.scene.labels)
+    dtype, nodata = map_dtype(job.class_codes)
+    windows = plan_windows(grid.height, grid.width, window_size)
+    task = functools.partial(map_window, job)
+    if spark is None:
+        results = map(task, windows)
+    else:
+        context = spark.sparkContext
+        context.setJobGroup("landcover-map", "land-cover map: one task per window")
+        results = context.parallelize(windows, len(windows)).map(task).toLocalIterator()
+    with rasterio.open(scene_dir / job.scene.labels) as src:
+        crs, transform = src.crs, src.transform
+    names = {code: job.scene.classes.get(code, str(code)) for code in job.class_codes}
+    predicted = 0
+    with atomic_path(out) as tmp:
+        profile = {"driver": "GTiff", "height": grid.height, "width": grid.width, "count": 1,
+                   "dtype": dtype, "nodata": nodata, "crs": crs, "transform": transform,
+                   "compress": "deflate"}
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for result in results:
+                r0, c0, h, w = result["core"]
+                dst.write(result["codes"], 1, window=Window(c0, r0, w, h))
+                predicted += result["predicted"]
+            dst.write_colormap(1, colour_table(job.class_codes))
+            dst.set_band_description(1, "land-cover class code")
+            dst.update_tags(CLASS_NAMES=json.dumps({str(c): n for c, n in names.items()}),
+                            STRIDE=str(job.stride), PATCH_SIZE=str(job.patch_size),
+                            **(tags or {}))
+            dst.update_tags(1, **{f"CLASS_{code}": name for code, name in names.items()})
+    return {"map_pixels": float(grid.height * grid.width), "map_predicted_pixels": float(predicted),
+            "map_windows": float(len(windows))}
+
+
+def read_class_names(path: Path) -> dict[int, str]:
+    """The class names a map GeoTIFF carries, by code."""
+    with rasterio.open(path) as src:
+        return {int(c): n for c, n in json.loads(src.tags()["CLASS_NAMES"]).items()}
+
+
+def write_map_preview(map_path: Path, out: Path, max_side: int = 1024, title: str = "") -> None:
+    """A PNG of the map (decimated to ``max_side`` pixels), coloured by its colour table, with a
+    legend of the class names and a grey for pixels not predicted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    names = read_class_names(map_path)
+    with rasterio.open(map_path) as src:
+        scale = max(1, int(np.ceil(max(src.height, src.width) / max_side)))
+        codes = src.read(1, out_shape=(max(1, src.height // scale), max(1, src.width // scale)),
+                         resampling=rasterio.enums.Resampling.nearest)
+        colours = src.colormap(1)
+        nodata = src.nodata
+    rgb = np.full(codes.shape + (3,), 0.85, dtype=np.float32)
+    for code in names:
+        rgb[codes == code] = np.asarray(colours[code][:3]) / 255.0
+    fig, ax = plt.subplots(figsize=(7, 7 * codes.shape[0] / max(codes.shape[1], 1) + 0.6))
+    ax.imshow(rgb, interpolation="nearest")
+    handles = [Patch(color=np.asarray(colours[c][:3]) / 255.0, label=f"{c} {n}")
+               for c, n in names.items()]
+    if (codes == nodata).any():
+        handles.append(Patch(color=(0.85, 0.85, 0.85), label="not predicted"))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title or f"land-cover map ({map_path.name})", fontsize=10)
+    ax.set_axis_off()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def map_job_for(scene_dir: Path, model_dir: Path, manifest: dict, stride: int,
+                max_nodata_fraction: float, batch_size: int) -> MapJob:
+    """The map job of a model trained on the prepared data described by ``manifest``.
+
+    Raises:
+        DatasetError: ``scene_dir`` holds no ingested scene (e.g. BigEarthNet patches).
+    """
+    scene_dir = Path(scene_dir).resolve()
+    scene = SceneDescription.load(scene_dir)
+    if list(scene.modalities) != list(manifest["modalities"]):
+        raise DatasetError(scene_dir, f"the scene's modalities {list(scene.modalities)} differ "
+                           f"from the prepared data's {list(manifest['modalities'])}",
+                           "re-run the prepare stage on this scene")
+    return MapJob(scene_dir=str(scene_dir), model_dir=str(Path(model_dir).resolve()), scene=scene,
+                  normalisation=manifest["normalisation"],
+                  class_codes=[int(c) for c in manifest["class_codes"]],
+                  patch_size=int(manifest["patch_size"]), stride=stride,
+                  max_nodata_fraction=max_nodata_fraction, batch_size=batch_size)

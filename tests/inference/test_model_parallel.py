@@ -1,0 +1,43 @@
+"""Model-parallel inference on real Spark barrier tasks: layouts, counted activations."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data.dataset import PreparedDataset
+from pipeline.inference.model_parallel import InferJob, time_model_parallel
+from pipeline.model import predict
+from pipeline.model_store import load_model
+from pipeline.training.job import ParallelSettings
+from pipeline.training.layout import activation_shapes, cross_rank_edges, layout_for
+
+pytestmark = pytest.mark.slow
+
+SAMPLES, BATCH = 300, 64
+
+
+def test_layout_on_spark_predicts_what_one_process_predicts_and_counts_activations(
+        spark: object, model_dir: Path, prepared_dir: Path) -> None:
+    # Branch-parallel with the head on its own worker: three workers, two crossing edges.
+    # (Pipeline and hybrid layouts run the same LayoutRunner; the e2e test times
+    # branch_parallel through the evaluate stage too.)
+    parallel = ParallelSettings(scheme="branch_parallel", head_placement="own")
+    job = InferJob(model_dir=str(model_dir), data_dir=str(prepared_dir), parallel=parallel,
+                   samples=SAMPLES, batch_size=BATCH, repeats=2, warmup=1, timeout_s=300)
+    result = time_model_parallel(spark, job)
+
+    model, _ = load_model(model_dir)
+    inputs = PreparedDataset.open(prepared_dir).split("test").inputs
+    index = torch.arange(SAMPLES) % next(iter(inputs.values())).shape[0]
+    assert torch.equal(result.decisions, predict(model, {k: v[index] for k, v in inputs.items()}))
+
+    layout = layout_for(model.config, parallel, model)
+    assert result.workers == layout.world_size == 3
+    shapes = activation_shapes(model, PreparedDataset.open(prepared_dir).manifest["patch_size"])
+    per_sample = sum(int(np.prod(shapes[e.key])) * 4 for e in cross_rank_edges(model, layout))
+    assert result.bytes_moved == per_sample * SAMPLES  # every crossing activation, once
+    assert len(result.pass_seconds) == 2
+    assert len(result.batch_seconds) == 2 * -(-SAMPLES // BATCH)
+    assert result.setup_s > 0
