@@ -51,6 +51,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "fusion_gain": ("Multimodality: fused vs single-modality models", _generic),
     "training_schemes": ("Training: throughput and traffic per scheme vs single process",
                          _training),
+    "inference_throughput": ("Inference: each deployment vs single process; Spark start-up",
+                             _generic),
 }
 
 
