@@ -51,9 +51,11 @@ def test_sigterm_during_training_stops_every_worker_and_fails_the_run(
     assert wait_gone(everything, 60) == []  # no orphan: workers, Spark, its Python daemons
     assert not (tmp_path / "model").exists()
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("landcover-synthetic")
-                                 .experiment_id])
-    assert run.info.status == "FAILED"
+    runs = client.search_runs([client.get_experiment_by_name("landcover-synthetic")
+                               .experiment_id])
+    (child,) = [r for r in runs if r.data.tags.get("scheme") == "data_parallel"]
+    assert child.info.status == "FAILED"
+    assert {r.info.status for r in runs} == {"FAILED"}  # its pipeline (parent) run too
 
 
 def test_a_second_pipeline_run_on_the_same_project_is_refused(tmp_path: Path) -> None:

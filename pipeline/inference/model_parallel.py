@@ -33,7 +33,7 @@ from pipeline.objective import decide
 from pipeline.training.comm import Comm
 from pipeline.training.job import ParallelSettings
 from pipeline.training.layout import WIRE_DTYPES, Layout, activation_shapes, layout_for
-from pipeline.training.schemes import _with_timeout
+from pipeline.training.schemes import run_with_timeout
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def time_model_parallel(spark: Any, job: InferJob) -> Timing:
                                    use_gpu=False)
     start = time.perf_counter()
     try:
-        result = _with_timeout(spark, lambda: distributor.run(infer_worker, job), job.timeout_s)
+        result = run_with_timeout(spark, lambda: distributor.run(infer_worker, job), job.timeout_s)
     except TrainingError:
         raise
     except Exception as exc:

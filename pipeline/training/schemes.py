@@ -88,7 +88,7 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
     group = f"landcover-train-{uuid.uuid4().hex}"
     with _FailureLines() as failures:
         try:
-            result = _with_timeout(spark, lambda: distributor.run(train_worker, job),
+            result = run_with_timeout(spark, lambda: distributor.run(train_worker, job),
                                    job.timeout_s, group)
         except TrainingError:
             raise
@@ -109,10 +109,12 @@ def _check_scheme(name: str) -> None:
         raise ValueError(f"train.scheme must be one of {list(SCHEMES)}, got {name!r}")
 
 
-def _with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float, group: str) -> Any:
-    """Run ``run`` (which starts Spark jobs) in Spark job group ``group``; cancel the group if
-    it outlasts ``timeout_s`` or the driver is interrupted."""
+def run_with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float,
+                     group: str | None = None) -> Any:
+    """Run ``run`` (which starts Spark jobs) in Spark job group ``group`` (a new one if not
+    given); cancel the group if it outlasts ``timeout_s`` or the driver is interrupted."""
     context = spark.sparkContext
+    group = group or f"landcover-{uuid.uuid4().hex}"
     outcome: dict[str, Any] = {}
 
     def target() -> None:
