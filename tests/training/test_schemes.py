@@ -101,7 +101,11 @@ def test_every_worker_reports_its_figures(trained: dict[str, TrainResult]) -> No
     for name, result in trained.items():
         assert sorted(w["rank"] for w in result.workers) == list(range(result.world_size)), name
         assert len({w["pid"] for w in result.workers}) == result.world_size  # separate processes
-        assert all(w["cpu_s"] > 0 and w["peak_rss_mb"] > 0 for w in result.workers)
+        # CPU time is counted in clock ticks (10 ms): a worker with little to do in two steps
+        # may read 0, so each is checked for sense and the workers together for work done.
+        assert all(w["cpu_s"] >= 0 and w["wall_s"] > 0 and w["peak_rss_mb"] > 0
+                   for w in result.workers), name
+        assert sum(w["cpu_s"] for w in result.workers) > 0, name
 
 
 def test_model_parallel_workers_hold_fewer_parameter_bytes(
