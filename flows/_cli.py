@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pipeline.config import load_params
@@ -34,17 +35,24 @@ def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str |
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
                             help=f"(default: {default})")
     args = vars(parser.parse_args(argv))
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
+    with reporting_user_errors("the stage stopped its workers; its MLflow run is marked FAILED"):
         if "params" in args:  # a typo stops here, before any flow run starts
             load_params(args["params"]).for_scheme(args.get("scheme"))
         return flow(**args)
+
+
+@contextmanager
+def reporting_user_errors(interrupted: str) -> Iterator[None]:
+    """Make SIGTERM unwind like Ctrl-C; turn a known user error into one ``error:`` line and
+    exit status 1, an interruption into the ``interrupted`` line and exit status 130."""
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        print("interrupted: the stage stopped its workers; its MLflow run is marked FAILED",
-              file=sys.stderr)
+        print(f"interrupted: {interrupted}", file=sys.stderr)
         raise SystemExit(130) from None
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import yaml
 from prefect import flow, task
 
-from flows._cli import USER_ERRORS, interrupt
+from flows._cli import reporting_user_errors
 from flows.compare import compare_flow
 from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
@@ -110,23 +109,15 @@ def main(argv: list[str] | None = None) -> None:
                         metavar="KEY=VALUE", help="set a params.yaml value (YAML), like "
                         "`dvc exp run -S`; repeatable")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt)
     overrides = {}
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep:
             parser.error(f"-S needs KEY=VALUE, got {item!r}")
         overrides[key] = yaml.safe_load(value)
-    try:
+    with reporting_user_errors("the pipeline stopped; its MLflow runs are marked FAILED"):
         result = pipeline_flow(params=args.params, overrides=overrides or None,
                                schemes=args.schemes.split(",") if args.schemes else None)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted: the pipeline stopped; its MLflow runs are marked FAILED",
-              file=sys.stderr)
-        raise SystemExit(130) from None
     print(json.dumps({"parent_run_id": result["parent_run_id"],
                       "registered": result["registered"]}, indent=2))
 
