@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,54 @@ def test_sigterm_during_training_stops_every_worker_and_fails_the_run(
     (child,) = [r for r in runs if r.data.tags.get("scheme") == "data_parallel"]
     assert child.info.status == "FAILED"
     assert {r.info.status for r in runs} == {"FAILED"}  # its pipeline (parent) run too
+
+
+def test_a_worker_killed_mid_epoch_fails_the_stage_and_its_run_and_leaves_no_model(
+        prepared_dir: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    # retries: 0, or the stage would resume from its last checkpoint and finish (see README)
+    params.write_text(yaml.safe_dump({"train": {"epochs": 500, "batch_size": 16, "timeout_s": 300,
+                                                "retries": 0, "compare": ["data_parallel"]}}))
+    process = stage("flows.train", "--params", str(params), "--scheme", "data_parallel",
+                    "--data", str(prepared_dir), "--out", str(tmp_path / "model"), cwd=tmp_path)
+    started = time.monotonic()
+    rank_1 = wait_for_worker(psutil.Process(process.pid), rank=1, process=process)
+    time.sleep(3)  # well inside the training loop
+    rank_1.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate(timeout=180)
+
+    assert process.returncode == 1
+    assert f"worker rank 1 of 2 was killed by SIGKILL (signal 9, pid {rank_1.pid})" in stderr
+    assert re.search(r"during epoch \d+, step \d+", stderr)
+    assert time.monotonic() - started < 300  # ended by the death, not by train.timeout_s
+    assert not (tmp_path / "model").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("landcover-synthetic")
+                               .experiment_id])
+    (child,) = [r for r in runs if r.data.tags.get("scheme") == "data_parallel"]
+    assert child.info.status == "FAILED"
+    assert "was killed by SIGKILL" in child.data.tags["error"]
+    assert client.search_registered_models() == []
+
+
+def wait_for_worker(root: psutil.Process, rank: int, process: subprocess.Popen[str],
+                    seconds: float = 180) -> psutil.Process:
+    """The training worker process of ``rank`` below ``root`` (a child of a torchrun agent),
+    once it has started."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate(timeout=30)
+        for agent in torch_workers(root):
+            try:
+                if "torch.distributed.run" not in " ".join(agent.cmdline()):
+                    continue
+                for worker in agent.children():
+                    if worker.environ().get("RANK") == str(rank):
+                        return worker
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.5)
+    raise AssertionError(f"no training worker of rank {rank} started within {seconds} s")
 
 
 def test_a_second_pipeline_run_on_the_same_project_is_refused(tmp_path: Path) -> None:

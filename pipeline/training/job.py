@@ -31,11 +31,13 @@ class ParallelSettings:
 
 @dataclass(frozen=True)
 class Fault:
-    """A failure to inject (tests of failure handling): worker ``rank`` fails at ``step``."""
+    """A failure to inject (tests of failure handling): at ``step``, worker ``rank`` raises
+    (``crash``), stops responding (``hang``) or is killed with SIGKILL (``kill``).
+    """
 
     rank: int
     step: int
-    kind: Literal["crash", "hang"] = "crash"
+    kind: Literal["crash", "hang", "kill"] = "crash"
 
 
 @dataclass(frozen=True)

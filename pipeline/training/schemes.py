@@ -19,7 +19,6 @@ Every scheme returns one ordinary state dict of :class:`~pipeline.model.Multimod
 
 from __future__ import annotations
 
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -30,11 +29,12 @@ import psutil
 from pipeline.errors import TrainingError
 from pipeline.model import MultimodalCNN
 from pipeline.training.comm import all_reduce_bytes
+from pipeline.training.failures import WorkerReports
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.layout import layout_for, model_parallel_bytes_per_step
 from pipeline.training.spark_metrics import job_group_metrics
 from pipeline.training.strategies import STRATEGIES
-from pipeline.training.worker import FAILURE_MARK, train_worker
+from pipeline.training.worker import train_worker
 
 SCHEMES = tuple(STRATEGIES)
 
@@ -86,14 +86,14 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
     distributor = TorchDistributor(num_processes=workers, local_mode=False, use_gpu=False)
     loopback_before = _loopback_bytes()
     group = f"landcover-train-{uuid.uuid4().hex}"
-    with _FailureLines() as failures:
+    with WorkerReports() as reports:
         try:
             result = run_with_timeout(spark, lambda: distributor.run(train_worker, job),
                                    job.timeout_s, group)
         except TrainingError:
             raise
         except Exception as exc:
-            raise TrainingError(_failure_summary(job, exc, failures.lines)) from exc
+            raise TrainingError(reports.summary(job.parallel.scheme, workers, exc)) from exc
     if not isinstance(result, TrainResult):
         raise TrainingError(f"{job.parallel.scheme} training returned no result from rank 0")
     loopback_after = _loopback_bytes()
@@ -112,7 +112,8 @@ def _check_scheme(name: str) -> None:
 def run_with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float,
                      group: str | None = None) -> Any:
     """Run ``run`` (which starts Spark jobs) in Spark job group ``group`` (a new one if not
-    given); cancel the group if it outlasts ``timeout_s`` or the driver is interrupted."""
+    given); cancel the group if it outlasts ``timeout_s`` or the driver is interrupted.
+    """
     context = spark.sparkContext
     group = group or f"landcover-{uuid.uuid4().hex}"
     outcome: dict[str, Any] = {}
@@ -144,46 +145,10 @@ def run_with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float,
     return outcome.get("result")
 
 
-class _FailureLines:
-    """Collect the failure lines workers print while passing all output through.
-
-    TorchDistributor streams every worker's output to the driver's stderr; a worker that fails
-    prints one line starting with ``FAILURE_MARK`` naming its rank, epoch and step.
-    """
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._inner = sys.stderr
-
-    def write(self, text: str) -> int:
-        for line in text.splitlines():
-            if FAILURE_MARK in line:
-                self.lines.append(line.split(FAILURE_MARK, 1)[1].strip())
-        return self._inner.write(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __enter__(self) -> _FailureLines:
-        sys.stderr = self
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        sys.stderr = self._inner
-
-
-def _failure_summary(job: TrainJob, exc: Exception, failures: list[str]) -> str:
-    lines = list(dict.fromkeys(failures))
-    if lines:
-        return f"{job.parallel.scheme} training failed: " + "; ".join(lines)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (f"{job.parallel.scheme} training on Spark failed: {first[:500]} "
-            "(the workers' output above has the details)")
-
-
 def _task_slots(spark: Any) -> int | None:
     """How many tasks a local application can run at once (``None`` on a cluster, whose
-    executors may still be joining: there the barrier stage waits for them)."""
+    executors may still be joining: there the barrier stage waits for them).
+    """
     context = spark.sparkContext
     if not context.master.startswith("local"):
         return None

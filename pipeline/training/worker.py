@@ -8,6 +8,7 @@ the same for every scheme; what one step does is the scheme's :class:`Strategy`.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from datetime import timedelta
 
@@ -19,11 +20,10 @@ from pipeline.model import MultimodalCNN
 from pipeline.training.batches import epoch_batches
 from pipeline.training.checkpoint import Checkpointer, Position
 from pipeline.training.comm import Comm
+from pipeline.training.failures import FAILURE_MARK
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.resources import ResourceMeter
 from pipeline.training.strategies import STRATEGIES, Strategy
-
-FAILURE_MARK = "[landcover worker failure]"
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -57,6 +57,8 @@ def train_worker(job: TrainJob) -> TrainResult | None:
 
 def _inject_fault(job: TrainJob, rank: int, step: int) -> None:
     if job.fault is not None and job.fault.rank == rank and job.fault.step == step:
+        if job.fault.kind == "kill":  # as the OOM killer or a lost machine would: no last words
+            os.kill(os.getpid(), signal.SIGKILL)
         if job.fault.kind == "hang":
             time.sleep(10 * job.timeout_s)
         raise RuntimeError(f"injected fault at step {step}")

@@ -1,5 +1,5 @@
-"""Faults during training: a crashed worker is named, a hung one is stopped, and a rerun resumes
-from the last checkpoint to the same parameters as an uninterrupted run."""
+"""Faults during training: a killed worker is named with its step, a hung one is stopped, and a
+rerun resumes from the last checkpoint to the same parameters as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline.errors import TrainingError
-from pipeline.training import Fault, ParallelSettings, TrainJob, TrainResult, fit
+from pipeline.training import Fault, ParallelSettings, TrainJob, TrainResult, fit, world_size
 from pipeline.training.worker import train_worker
 
 from ..conftest import SMALL_PREPARE
@@ -50,36 +50,44 @@ def wait_until_no_workers(seconds: float) -> list[psutil.Process]:
     return left
 
 
-def resumable_job(prepared_dir: Path, scheme: str, checkpoints: Path) -> TrainJob:
-    return replace(job_for(prepared_dir, RESUMABLE[scheme]), max_steps=6,
-                   checkpoint_dir=str(checkpoints), checkpoint_every=2, timeout_s=60)
+KILLED = {**RESUMABLE,
+          "pipeline_parallel": ParallelSettings(scheme="pipeline_parallel", micro_batches=2),
+          "hybrid": ParallelSettings(scheme="hybrid", replicas=2)}
 
 
 @pytest.fixture(scope="module")
-def crashed(spark: object, prepared_dir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[TrainJob, str]]:
-    """Each scheme trained until worker 1 crashes at step 5 (checkpoint of step 4 on disk)."""
+def killed(spark: object, prepared_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[TrainJob, str, float]]:
+    """Each scheme trained until worker 1 is SIGKILLed in step 5, mid-epoch (the checkpoint of
+    step 4 on disk): the job, the error message and how long the run took to end."""
     out = {}
-    for scheme in RESUMABLE:
-        job = resumable_job(prepared_dir, scheme, tmp_path_factory.mktemp(f"ckpt-{scheme}"))
+    for scheme, settings in KILLED.items():
+        job = replace(job_for(prepared_dir, settings), max_steps=6, timeout_s=60,
+                      checkpoint_dir=str(tmp_path_factory.mktemp(f"ckpt-{scheme}")),
+                      checkpoint_every=2)
+        started = time.monotonic()
         with pytest.raises(TrainingError) as info:
-            fit(spark, replace(job, fault=Fault(rank=1, step=5)), SMALL_PREPARE.patch_size)
-        out[scheme] = (job, str(info.value))
+            fit(spark, replace(job, fault=Fault(rank=1, step=5, kind="kill")),
+                SMALL_PREPARE.patch_size)
+        out[scheme] = (job, str(info.value), time.monotonic() - started)
     return out
 
 
-@pytest.mark.parametrize("scheme", list(RESUMABLE))
-def test_crashing_worker_is_named_with_its_step(scheme: str,
-                                                crashed: dict[str, tuple[TrainJob, str]]) -> None:
-    message = crashed[scheme][1]
-    assert "worker rank 1 of 2 failed at epoch 1, step 5: RuntimeError: injected fault" in message
+@pytest.mark.parametrize("scheme", list(KILLED))
+def test_killed_worker_is_named_with_its_step(
+        scheme: str, killed: dict[str, tuple[TrainJob, str, float]]) -> None:
+    job, message, took = killed[scheme]
+    assert (f"worker rank 1 of {world_size(job)} was killed by SIGKILL (signal 9, pid "
+            in message), message
+    assert "during epoch 1, step 5" in message, message
+    assert took < job.timeout_s  # ended because the worker died, not by the timeout
     assert wait_until_no_workers(30) == []
 
 
 @pytest.mark.parametrize("scheme", list(RESUMABLE))
 def test_rerun_resumes_to_the_uninterrupted_parameters(
-        scheme: str, crashed: dict[str, tuple[TrainJob, str]], spark: object) -> None:
-    job = crashed[scheme][0]
+        scheme: str, killed: dict[str, tuple[TrainJob, str, float]], spark: object) -> None:
+    job = killed[scheme][0]
     assert (Path(job.checkpoint_dir) / "position.json").is_file()
     resumed: TrainResult = fit(spark, job, SMALL_PREPARE.patch_size)
     uninterrupted = train_worker(replace(job, parallel=ParallelSettings(workers=1),
