@@ -18,12 +18,19 @@ pytestmark = pytest.mark.slow
 SAMPLES, BATCH = 300, 64
 
 
+LAYOUTS = {  # name: (settings, workers)
+    "branch_parallel_own_head": (ParallelSettings(scheme="branch_parallel", head_placement="own"),
+                                 3),
+    "pipeline_parallel_3_stages": (ParallelSettings(scheme="pipeline_parallel",
+                                                    pipeline_stages=3), 3),
+    "hybrid_2_replicas": (ParallelSettings(scheme="hybrid", replicas=2), 4),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
 def test_layout_on_spark_predicts_what_one_process_predicts_and_counts_activations(
-        spark: object, model_dir: Path, prepared_dir: Path) -> None:
-    # Branch-parallel with the head on its own worker: three workers, two crossing edges.
-    # (Pipeline and hybrid layouts run the same LayoutRunner; the e2e test times
-    # branch_parallel through the evaluate stage too.)
-    parallel = ParallelSettings(scheme="branch_parallel", head_placement="own")
+        name: str, spark: object, model_dir: Path, prepared_dir: Path) -> None:
+    parallel, workers = LAYOUTS[name]
     job = InferJob(model_dir=str(model_dir), data_dir=str(prepared_dir), parallel=parallel,
                    samples=SAMPLES, batch_size=BATCH, repeats=2, warmup=1, timeout_s=300)
     result = time_model_parallel(spark, job)
@@ -34,7 +41,7 @@ def test_layout_on_spark_predicts_what_one_process_predicts_and_counts_activatio
     assert torch.equal(result.decisions, predict(model, {k: v[index] for k, v in inputs.items()}))
 
     layout = layout_for(model.config, parallel, model)
-    assert result.workers == layout.world_size == 3
+    assert result.workers == layout.world_size == workers
     shapes = activation_shapes(model, PreparedDataset.open(prepared_dir).manifest["patch_size"])
     per_sample = sum(int(np.prod(shapes[e.key])) * 4 for e in cross_rank_edges(model, layout))
     assert result.bytes_moved == per_sample * SAMPLES  # every crossing activation, once
