@@ -25,9 +25,9 @@ from benchmarks.common import machine, prepared_default_data, save
 from pipeline.config import InferenceParams, load_params
 from pipeline.data.dataset import PreparedDataset
 from pipeline.inference.data_parallel import time_data_parallel
-from pipeline.inference.model_parallel import InferJob, time_model_parallel
+from pipeline.inference.job import InferJob, timed_inputs
+from pipeline.inference.model_parallel import time_model_parallel
 from pipeline.inference.single import time_single_process
-from pipeline.inference.timing import tiled
 from pipeline.model import MultimodalCNN
 from pipeline.model_store import save_model
 from pipeline.runtime import configure_environment
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = MultimodalCNN(config).eval()
     model_dir = workdir / "model"
     save_model(model_dir, model.state_dict(), config, dataset.class_names)
-    inputs = tiled(dataset.split("test").inputs, args.samples)
+    inputs = timed_inputs(str(data), "test", args.samples)
     settings = InferenceParams(batch_size=args.batch_size, samples=args.samples,
                                repeats=args.repeats, warmup=1)
     cores = os.cpu_count() or 1
@@ -77,13 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"Spark session started in {figures['spark_startup_s']:.1f}s")
         for scheme in args.schemes:
             parallel = parallel_settings(params.train, scheme)
-            if scheme == "data_parallel":
-                timing = time_data_parallel(spark, model, inputs, settings.batch_size,
-                                            parallel.workers, settings.repeats, settings.warmup)
-            else:
-                timing = time_model_parallel(spark, InferJob(
-                    model_dir=str(model_dir), data_dir=str(data), parallel=parallel,
-                    samples=args.samples, batch_size=args.batch_size, repeats=args.repeats))
+            job = InferJob(model_dir=str(model_dir), data_dir=str(data), parallel=parallel,
+                           samples=args.samples, batch_size=args.batch_size,
+                           repeats=args.repeats)
+            deploy = time_data_parallel if scheme == "data_parallel" else time_model_parallel
+            timing = deploy(spark, job)
             figures["deployments"][scheme] = timing.metrics()
             print(f"{scheme}: {timing.metrics()['inference_samples_per_s']:,.0f} samples/s "
                   f"on {timing.workers} workers (set-up {timing.setup_s:.1f}s)")

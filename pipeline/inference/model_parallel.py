@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -26,33 +25,14 @@ import torch.distributed as dist
 
 from pipeline.data.dataset import PreparedDataset
 from pipeline.errors import TrainingError
-from pipeline.inference.timing import Timing, tiled
+from pipeline.inference.job import InferJob, timed_inputs
+from pipeline.inference.timing import Timing
 from pipeline.model import LOGITS, MultimodalCNN, input_key
 from pipeline.model_store import load_model
 from pipeline.objective import decide
 from pipeline.training.comm import Comm
-from pipeline.training.job import ParallelSettings
 from pipeline.training.layout import WIRE_DTYPES, Layout, activation_shapes, layout_for
 from pipeline.training.schemes import run_with_timeout
-
-
-@dataclass(frozen=True)
-class InferJob:
-    """What every model-parallel inference worker needs, as plain picklable values.
-
-    ``model_dir`` and ``data_dir`` must be readable at the same path on every executor.
-    """
-
-    model_dir: str
-    data_dir: str
-    parallel: ParallelSettings
-    split: str = "test"
-    samples: int = 8192
-    batch_size: int = 256
-    repeats: int = 5
-    warmup: int = 1
-    threshold: float = 0.5
-    timeout_s: int = 600
 
 
 class LayoutRunner:
@@ -137,7 +117,7 @@ def _infer(job: InferJob, rank: int, world: int, begun: float) -> dict[str, Any]
     comm = Comm()
     runner = LayoutRunner(model, layout, rank, comm, int(dataset.manifest["patch_size"]),
                           job.parallel.activation_dtype)
-    inputs = tiled(dataset.split(job.split).inputs, job.samples) if runner.reads_inputs else {}
+    inputs = timed_inputs(job.data_dir, job.split, job.samples) if runner.reads_inputs else {}
     starts = list(range(0, job.samples, job.batch_size))
     mine = [b for b in range(len(starts)) if b % layout.replicas == runner.replica]
     walls: list[float] = []
@@ -191,8 +171,7 @@ def time_model_parallel(spark: Any, job: InferJob) -> Timing:
 
     model, _ = load_model(job.model_dir)
     layout = layout_for(model.config, job.parallel, model)
-    job = replace(job, model_dir=str(os.path.abspath(job.model_dir)),
-                  data_dir=str(os.path.abspath(job.data_dir)))
+    job = job.resolved()
     context = spark.sparkContext
     if context.master.startswith("local"):
         slots = context.defaultParallelism // int(context.getConf().get("spark.task.cpus", "1"))

@@ -1,7 +1,7 @@
 """Inference timed per scheme, the way the scheme deploys, against a single-process baseline.
 
 - ``data_parallel``: the model broadcast to ``train.workers`` Spark tasks, each predicting its
-  shard of a cached DataFrame (:mod:`pipeline.inference.data_parallel`);
+  shard of the samples, read where the data is (:mod:`pipeline.inference.data_parallel`);
 - ``branch_parallel``, ``pipeline_parallel``, ``hybrid``: the scheme's layout on Spark barrier
   tasks, activations passed between workers (:mod:`pipeline.inference.model_parallel`);
 - the baseline: the whole model in this process with as many PyTorch threads as the deployment has
@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from pipeline.config import InferenceParams
-from pipeline.data.dataset import PreparedDataset
 from pipeline.inference.data_parallel import time_data_parallel
-from pipeline.inference.model_parallel import InferJob, time_model_parallel
+from pipeline.inference.job import InferJob, timed_inputs
+from pipeline.inference.model_parallel import time_model_parallel
 from pipeline.inference.single import time_single_process
-from pipeline.inference.timing import Timing, compare, tiled
+from pipeline.inference.timing import Timing, compare
 from pipeline.model_store import load_model
 from pipeline.training.job import ParallelSettings
 
@@ -46,16 +46,14 @@ def time_scheme_inference(spark: Any, parallel: ParallelSettings, model_dir: Pat
     Returns the flat figures (``inference_*``, ``inference_single_process_*``,
     ``inference_ratio_to_single_process``, ``inference_agreement``) and both timings.
     """
+    job = InferJob(model_dir=str(model_dir), data_dir=str(data_dir), parallel=parallel,
+                   split=split, samples=params.samples, batch_size=params.batch_size,
+                   repeats=params.repeats, warmup=params.warmup, threshold=threshold,
+                   timeout_s=params.timeout_s)
+    deploy = time_data_parallel if parallel.scheme == "data_parallel" else time_model_parallel
+    deployment = deploy(spark, job)
     model, _ = load_model(model_dir)
-    inputs = tiled(PreparedDataset.open(data_dir).split(split).inputs, params.samples)
-    if parallel.scheme == "data_parallel":
-        deployment = time_data_parallel(spark, model, inputs, params.batch_size, parallel.workers,
-                                        params.repeats, params.warmup, threshold)
-    else:
-        deployment = time_model_parallel(spark, InferJob(
-            model_dir=str(model_dir), data_dir=str(data_dir), parallel=parallel, split=split,
-            samples=params.samples, batch_size=params.batch_size, repeats=params.repeats,
-            warmup=params.warmup, threshold=threshold, timeout_s=params.timeout_s))
+    inputs = timed_inputs(job.data_dir, split, params.samples)
     threads = max(1, min(deployment.workers, os.cpu_count() or 1))
     baseline = time_single_process(model, inputs, params.batch_size, params.repeats,
                                    params.warmup, threads, threshold)

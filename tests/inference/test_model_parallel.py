@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pipeline.data.dataset import PreparedDataset
-from pipeline.inference.model_parallel import InferJob, time_model_parallel
+from pipeline.inference.job import InferJob
+from pipeline.inference.model_parallel import time_model_parallel
 from pipeline.model import predict
 from pipeline.model_store import load_model
 from pipeline.training.job import ParallelSettings
