@@ -11,6 +11,7 @@ ratio measured side by side in one run, with its plot.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.common import RESULTS, load, machine
+from flows.layout import LAYOUT
 from pipeline.io import write_with
 
 
@@ -56,6 +58,25 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
 }
 
 
+def pipeline_stage_times(folder: Path) -> list[str]:
+    """The report's section on ``make run``: each stage's wall time, as its last run recorded it
+    (``make bench`` does not rerun the pipeline: run ``make run`` first for current figures)."""
+    records = sorted((json.loads(p.read_text()) for p in folder.glob("*.json")),
+                     key=lambda r: r["finished_at"])
+    lines = ["## End to end: `make run` by stage", ""]
+    if not records:
+        return lines + ["No stage times yet: run `make run` (each stage records its wall time "
+                        f"in `{folder}/`), then `make bench`.", ""]
+    total = sum(r["seconds"] for r in records)
+    lines += [f"The stages' last runs, finished {records[0]['finished_at']} to "
+              f"{records[-1]['finished_at']} (each stage command's wall time, Python start-up "
+              "included; `dvc repro`'s own checks between stages are not):", "",
+              "| stage | seconds | share |", "| --- | --- | --- |"]
+    lines += [f"| {r['stage']} | {r['seconds']:.1f} | {r['seconds'] / total:.0%} |"
+              for r in records]
+    return lines + [f"| **all stages** | **{total:.1f}** | |", ""]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmarks and write the report."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -79,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         if (RESULTS / f"{name}.png").exists():
             lines += ["", f"![{name}]({name}.png)"]
         lines.append("")
+    lines += pipeline_stage_times(Path(LAYOUT.stage_times))
     write_with(RESULTS / "report.md", lambda p: p.write_text("\n".join(lines) + "\n"))
     print(f"wrote {RESULTS / 'report.md'} ({sum(durations.values()):.0f} s)")
 

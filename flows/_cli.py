@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import psutil
+
+from flows.layout import LAYOUT
 from pipeline.config import load_params
 from pipeline.errors import (
     DatasetError,
@@ -18,6 +24,7 @@ from pipeline.errors import (
     PortInUseError,
     TrainingError,
 )
+from pipeline.io import write_json
 
 USER_ERRORS = (ParamsError, JavaNotFoundError, PortInUseError, DatasetError, TrainingError,
                PipelineBusyError)
@@ -28,7 +35,8 @@ def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str |
     """Parse ``--<name> PATH`` for each entry of ``paths`` (defaults as given) and run ``flow``.
 
     A known user error (bad params, missing Java, missing data, failed training) is printed as one
-    ``error:`` line on stderr and the process exits with status 1.
+    ``error:`` line on stderr and the process exits with status 1. A stage that succeeds records
+    its wall time, from process start (imports included), in ``logs/stage_times/``.
     """
     parser = argparse.ArgumentParser(description=description)
     for name, default in paths.items():
@@ -38,7 +46,18 @@ def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str |
     with reporting_user_errors("the stage stopped its workers; its MLflow run is marked FAILED"):
         if "params" in args:  # a typo stops here, before any flow run starts
             load_params(args["params"]).for_scheme(args.get("scheme"))
-        return flow(**args)
+        result = flow(**args)
+    record_stage_time(flow.name, args.get("scheme"))
+    return result
+
+
+def record_stage_time(name: str, scheme: str | None = None) -> None:
+    """Write this process's wall time so far as stage ``name`` (of ``scheme``) took it."""
+    stage = name.removeprefix("landcover-") + (f"@{scheme}" if scheme else "")
+    process = psutil.Process()
+    write_json(Path(LAYOUT.stage_times) / f"{stage}.json", {
+        "stage": stage, "seconds": round(time.time() - process.create_time(), 1),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
 
 
 @contextmanager

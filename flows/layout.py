@@ -22,6 +22,7 @@ class Layout:
     pipeline_lock: str = ".landcover.lock"
     reports: str = "reports"
     lock: str = "dvc.lock"
+    stage_times: str = "logs/stage_times"  # each stage command's last wall time (not in DVC)
 
     def model_dir(self, scheme: str) -> str:
         """Where the model trained under ``scheme`` goes."""

@@ -71,6 +71,10 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
                                      for s in ("train", "evaluate")), "compare"]
     for stage in stages:
         assert f"Running stage '{stage}'" in out
+    # each stage recorded its wall time, for the benchmark report's split of `make run`
+    times = [json.loads(p.read_text()) for p in (project / "logs" / "stage_times").glob("*.json")]
+    assert sorted(t["stage"] for t in times) == sorted(stages)
+    assert all(t["seconds"] > 0 for t in times)
 
     by_scheme = {run.data.tags["scheme"]: run for run in runs(project)}
     assert sorted(by_scheme) == sorted(SCHEMES)
