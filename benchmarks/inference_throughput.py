@@ -1,6 +1,6 @@
 """Inference throughput of every deployment as a ratio to the single-process baseline.
 
-    python -m benchmarks.inference_throughput [--samples 16384] [--batch-size 256] [--repeats 5]
+    python -m benchmarks.inference_throughput [--samples 65536] [--batch-size 256] [--repeats 5]
         [--schemes data_parallel branch_parallel pipeline_parallel hybrid]
 
 Writes ``benchmarks/results/inference_throughput.json``. Everything is measured in one run, in one
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     configure_environment(Path.cwd())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--samples", type=int, default=16384)
+    parser.add_argument("--samples", type=int, default=65536)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--schemes", nargs="+",

@@ -1,6 +1,6 @@
 """Training throughput and traffic of every scheme, against single-process training.
 
-    python -m benchmarks.training_schemes [--batch-sizes 32 128] [--epochs 2]
+    python -m benchmarks.training_schemes [--batch-sizes 32 128 512] [--epochs 8]
 
 Writes ``benchmarks/results/training_schemes.json`` and ``.png``. All figures come from one run on
 one machine: each scheme at each batch size on real Spark barrier tasks, the single-process
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and write its figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512])
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     configure_environment()
