@@ -7,8 +7,9 @@ Writes ``benchmarks/results/inference_throughput.json``. Everything is measured 
 SparkSession: Spark's start-up (the session, then each deployment's set-up: the DataFrame, cache
 and broadcast, or TorchDistributor's processes) is reported separately from the timed passes,
 which start after the warm-up. The baseline (the whole model in this process, as many PyTorch
-threads as the machine has cores) is measured before and after the deployments, and the ratios are
-taken to the mean of the two, so a drift of the machine's load shows up as a spread between them.
+threads as the machine has cores) is measured right before and right after each deployment, and
+each ratio is taken to the mean of those two, so the machine's drift (this shared virtual machine's
+speed varies by up to 2x over minutes) affects both sides alike and shows as their spread.
 The model has the default ``params.yaml`` shape with random weights (throughput does not depend on
 the weights); the samples are the default scene's test split, repeated to ``--samples``.
 """
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "batch_size": args.batch_size, "repeats": args.repeats,
                      "spark_master": params.spark.master, "baseline_threads": cores,
                      "deployments": {}}
-    before = baseline()
+    figures["single_process"], figures["ratio_to_single_process"] = {}, {}
     started = time.perf_counter()
     with spark_session(params.spark) as spark:
         figures["spark_startup_s"] = time.perf_counter() - started
@@ -81,24 +82,24 @@ def main(argv: list[str] | None = None) -> dict:
                            samples=args.samples, batch_size=args.batch_size,
                            repeats=args.repeats)
             deploy = time_data_parallel if scheme == "data_parallel" else time_model_parallel
+            before = baseline()
             timing = deploy(spark, job)
+            after = baseline()
+            reference = (before["inference_samples_per_s"] + after["inference_samples_per_s"]) / 2
             figures["deployments"][scheme] = timing.metrics()
-            print(f"{scheme}: {timing.metrics()['inference_samples_per_s']:,.0f} samples/s "
-                  f"on {timing.workers} workers (set-up {timing.setup_s:.1f}s)")
-    after = baseline()
-    reference = (before["inference_samples_per_s"] + after["inference_samples_per_s"]) / 2
-    figures["single_process"] = {"before": before, "after": after,
-                                 "samples_per_s": reference}
-    figures["ratio_to_single_process"] = {
-        scheme: f["inference_samples_per_s"] / reference
-        for scheme, f in figures["deployments"].items()}
+            figures["single_process"][scheme] = {"before": before, "after": after,
+                                                 "samples_per_s": reference}
+            figures["ratio_to_single_process"][scheme] = (
+                timing.metrics()["inference_samples_per_s"] / reference)
+            print(f"{scheme}: {timing.metrics()['inference_samples_per_s']:,.0f} samples/s on "
+                  f"{timing.workers} workers (set-up {timing.setup_s:.1f}s); single process "
+                  f"{before['inference_samples_per_s']:,.0f} before, "
+                  f"{after['inference_samples_per_s']:,.0f} after")
     if "data_parallel" in figures["ratio_to_single_process"]:
         ratio = figures["ratio_to_single_process"]["data_parallel"]
         figures["data_parallel_target"] = TARGET_DATA_PARALLEL
         figures["data_parallel_target_met"] = bool(ratio >= TARGET_DATA_PARALLEL)
     path = save("inference_throughput", figures)
-    print(f"single process ({cores} threads): {before['inference_samples_per_s']:,.0f} before, "
-          f"{after['inference_samples_per_s']:,.0f} after samples/s")
     for scheme, ratio in figures["ratio_to_single_process"].items():
         print(f"  {scheme:18s} {ratio:.2f} x single-process")
     print(f"Spark start-up (reported separately): {figures['spark_startup_s']:.1f}s; "
