@@ -33,7 +33,7 @@ run: install ## run the whole pipeline on the embedded data (dvc repro), then pr
 	python -m pipeline.report
 
 test: install ## the whole test suite, slow end-to-end cases included
-	python -m pytest
+	python -m pytest --durations=25
 
 test-fast: install ## the tests that start no Spark, Prefect or DVC pipeline
 	python -m pytest -m 'not slow'

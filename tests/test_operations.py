@@ -29,13 +29,30 @@ def stage(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
                             env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)})
 
 
+def start_training(prepared_dir: Path, project: Path, **train: object) -> subprocess.Popen[str]:
+    """The data_parallel training stage, for 500 epochs (it is stopped long before), in
+    ``project`` with these ``train`` settings."""
+    params = project / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"epochs": 500, "batch_size": 16,
+                                                "compare": ["data_parallel"], **train}}))
+    return stage("flows.train", "--params", str(params), "--scheme", "data_parallel",
+                 "--data", str(prepared_dir), "--out", str(project / "model"), cwd=project)
+
+
+def tracking_uri(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
+
+
+def project_runs(project: Path) -> list[mlflow.entities.Run]:
+    """Every MLflow run of the project's experiment."""
+    client = mlflow.MlflowClient(tracking_uri(project))
+    return client.search_runs([client.get_experiment_by_name("landcover-synthetic")
+                               .experiment_id])
+
+
 def test_sigterm_during_training_stops_every_worker_and_fails_the_run(
         prepared_dir: Path, tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": {"epochs": 500, "batch_size": 16,
-                                                "compare": ["data_parallel"]}}))
-    process = stage("flows.train", "--params", str(params), "--scheme", "data_parallel",
-                    "--data", str(prepared_dir), "--out", str(tmp_path / "model"), cwd=tmp_path)
+    process = start_training(prepared_dir, tmp_path)
     root = psutil.Process(process.pid)
     deadline = time.monotonic() + 180
     while len(workers := torch_workers(root)) < 2 and time.monotonic() < deadline:
@@ -51,9 +68,7 @@ def test_sigterm_during_training_stops_every_worker_and_fails_the_run(
     assert "interrupted: the stage stopped its workers" in stderr
     assert wait_gone(everything, 60) == []  # no orphan: workers, Spark, its Python daemons
     assert not (tmp_path / "model").exists()
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("landcover-synthetic")
-                               .experiment_id])
+    runs = project_runs(tmp_path)
     (child,) = [r for r in runs if r.data.tags.get("scheme") == "data_parallel"]
     assert child.info.status == "FAILED"
     assert {r.info.status for r in runs} == {"FAILED"}  # its pipeline (parent) run too
@@ -61,12 +76,8 @@ def test_sigterm_during_training_stops_every_worker_and_fails_the_run(
 
 def test_a_worker_killed_mid_epoch_fails_the_stage_and_its_run_and_leaves_no_model(
         prepared_dir: Path, tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
     # retries: 0, or the stage would resume from its last checkpoint and finish (see README)
-    params.write_text(yaml.safe_dump({"train": {"epochs": 500, "batch_size": 16, "timeout_s": 300,
-                                                "retries": 0, "compare": ["data_parallel"]}}))
-    process = stage("flows.train", "--params", str(params), "--scheme", "data_parallel",
-                    "--data", str(prepared_dir), "--out", str(tmp_path / "model"), cwd=tmp_path)
+    process = start_training(prepared_dir, tmp_path, timeout_s=300, retries=0)
     started = time.monotonic()
     rank_1 = wait_for_worker(psutil.Process(process.pid), rank=1, process=process)
     time.sleep(3)  # well inside the training loop
@@ -78,13 +89,10 @@ def test_a_worker_killed_mid_epoch_fails_the_stage_and_its_run_and_leaves_no_mod
     assert re.search(r"during epoch \d+, step \d+", stderr)
     assert time.monotonic() - started < 300  # ended by the death, not by train.timeout_s
     assert not (tmp_path / "model").exists()
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("landcover-synthetic")
-                               .experiment_id])
-    (child,) = [r for r in runs if r.data.tags.get("scheme") == "data_parallel"]
+    (child,) = [r for r in project_runs(tmp_path) if r.data.tags.get("scheme") == "data_parallel"]
     assert child.info.status == "FAILED"
     assert "was killed by SIGKILL" in child.data.tags["error"]
-    assert client.search_registered_models() == []
+    assert mlflow.MlflowClient(tracking_uri(tmp_path)).search_registered_models() == []
 
 
 def wait_for_worker(root: psutil.Process, rank: int, process: subprocess.Popen[str],
