@@ -27,71 +27,13 @@ from pipeline.data.dataset import PreparedDataset
 from pipeline.errors import TrainingError
 from pipeline.inference.job import InferJob, timed_inputs
 from pipeline.inference.timing import Timing
-from pipeline.model import LOGITS, MultimodalCNN, input_key
+from pipeline.model import LOGITS
 from pipeline.model_store import load_model
 from pipeline.objective import decide
 from pipeline.training.comm import Comm
-from pipeline.training.layout import WIRE_DTYPES, Layout, activation_shapes, layout_for
+from pipeline.training.layout import layout_for
+from pipeline.training.layout_runner import LayoutRunner
 from pipeline.training.schemes import run_with_timeout
-
-
-class LayoutRunner:
-    """One worker's units of a layout, run forward only, activations sent on by p2p."""
-
-    def __init__(self, model: MultimodalCNN, layout: Layout, rank: int, comm: Comm,
-                 patch_size: int, wire_dtype: str = "float32") -> None:
-        self.layout, self.comm = layout, comm
-        self.replica, self.local_rank = divmod(rank, layout.ranks_per_replica)
-        self.units = [u for u in model.units if layout.rank_of_unit[u.name] == self.local_rank]
-        self.producer = {key: layout.rank_of_unit[u.name] for u in model.units for key in u.outputs}
-        self.consumers: dict[str, set[int]] = {}
-        for unit in model.units:
-            for key in unit.inputs:
-                self.consumers.setdefault(key, set()).add(layout.rank_of_unit[unit.name])
-        self.keys = sorted(set(self.producer) | set(self.consumers))
-        self.shapes = activation_shapes(model, patch_size)
-        self.wire = WIRE_DTYPES[wire_dtype]
-
-    @property
-    def produces_logits(self) -> bool:
-        """Whether this worker computes the logits (and so the decisions)."""
-        return self.producer[LOGITS] == self.local_rank
-
-    @property
-    def reads_inputs(self) -> bool:
-        """Whether this worker runs a unit that reads a modality's input patches."""
-        return any(key.endswith("/input") for u in self.units for key in u.inputs)
-
-    def _global(self, local_rank: int) -> int:
-        return self.replica * self.layout.ranks_per_replica + local_rank
-
-    def _tag(self, key: str, batch: int) -> int:
-        return batch * len(self.keys) + self.keys.index(key)
-
-    @torch.no_grad()
-    def forward(self, inputs: dict[str, torch.Tensor], size: int, batch: int,
-                works: list) -> dict[str, torch.Tensor]:
-        """This worker's units on one batch of ``size`` samples (``inputs`` per modality, on the
-        workers that read them); activations for other ranks are sent without waiting."""
-        env: dict[str, torch.Tensor] = {}
-        for unit in self.units:
-            for key in unit.inputs:
-                if key in env:
-                    continue
-                modality = key.removesuffix("/input")
-                if key == input_key(modality) and modality in inputs:
-                    env[key] = inputs[modality]
-                else:
-                    buffer = torch.empty((size, *self.shapes[key]), dtype=self.wire)
-                    self.comm.recv(buffer, self._global(self.producer[key]), "activations",
-                                   self._tag(key, batch))
-                    env[key] = buffer.float()
-            env.update(unit(env))
-            for key in unit.outputs:
-                for dst in sorted(self.consumers.get(key, set()) - {self.local_rank}):
-                    works.append(self.comm.send(env[key].to(self.wire), self._global(dst),
-                                                "activations", self._tag(key, batch)))
-        return env
 
 
 def infer_worker(job: InferJob) -> dict[str, Any] | None:
@@ -134,7 +76,8 @@ def _infer(job: InferJob, rank: int, world: int, begun: float) -> dict[str, Any]
             lo = starts[number]
             size = min(job.batch_size, job.samples - lo)
             batch = {k: v[lo:lo + size] for k, v in inputs.items()}
-            env = runner.forward(batch, size, number, works)
+            with torch.no_grad():
+                env, _, _ = runner.forward(batch, size, number, "activations", works)
             if runner.produces_logits:
                 decisions[number] = decide(env[LOGITS], model.config.task, job.threshold)
                 now = time.perf_counter()

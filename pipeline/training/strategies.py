@@ -17,12 +17,13 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.data.dataset import PatchSplit
-from pipeline.model import LOGITS, MultimodalCNN, input_key, predict
+from pipeline.model import LOGITS, MultimodalCNN, predict
 from pipeline.objective import correct_and_total, decide, per_sample_loss
 from pipeline.training.batches import shard
 from pipeline.training.comm import Comm
 from pipeline.training.job import TrainJob
-from pipeline.training.layout import WIRE_DTYPES, Layout, activation_shapes, layout_for
+from pipeline.training.layout import Layout, layout_for
+from pipeline.training.layout_runner import LayoutRunner
 
 VALIDATION_CHUNK = 512
 
@@ -206,20 +207,9 @@ class ModelParallelStrategy(Strategy):
         if self.layout.world_size != world_size:
             raise RuntimeError(f"{job.parallel.scheme} needs {self.layout.world_size} workers, "
                                f"{world_size} were started")
-        self.replica, self.local_rank = divmod(rank, self.layout.ranks_per_replica)
-        self.units = [u for u in model.units
-                      if self.layout.rank_of_unit[u.name] == self.local_rank]
-        self.producer = {key: self.layout.rank_of_unit[u.name]
-                         for u in model.units for key in u.outputs}
-        self.consumers: dict[str, set[int]] = {}
-        for unit in model.units:
-            for key in unit.inputs:
-                self.consumers.setdefault(key, set()).add(self.layout.rank_of_unit[unit.name])
-        self.keys = sorted(set(self.producer) | set(self.consumers))
-        patch = _patch_size(job)
-        self.shapes = activation_shapes(model, patch)
-        self.wire = WIRE_DTYPES[job.parallel.activation_dtype]
-        mine = {id(p) for u in self.units for m in u.modules for p in m.parameters()}
+        self.runner = LayoutRunner(model, self.layout, rank, comm, _patch_size(job),
+                                   job.parallel.activation_dtype)
+        mine = {id(p) for u in self.runner.units for m in u.modules for p in m.parameters()}
         self.named = {k: p for k, p in model.named_parameters() if id(p) in mine}
         self._optimizer = torch.optim.SGD(list(self.named.values()), lr=job.learning_rate,
                                           momentum=job.momentum)
@@ -230,7 +220,7 @@ class ModelParallelStrategy(Strategy):
                 ranks = [r * self.layout.ranks_per_replica + local
                          for r in range(self.layout.replicas)]
                 group = dist.new_group(ranks)
-                if local == self.local_rank:
+                if local == self.runner.local_rank:
                     self.replica_group = group
 
     @property
@@ -248,54 +238,19 @@ class ModelParallelStrategy(Strategy):
         """SGD over this worker's parameters."""
         return self._optimizer
 
-    def _global(self, local_rank: int) -> int:
-        return self.replica * self.layout.ranks_per_replica + local_rank
-
-    def _tag(self, key: str, micro: int, backward: bool) -> int:
-        return (micro * len(self.keys) + self.keys.index(key)) * 2 + int(backward)
-
-    def _forward(self, inputs: dict[str, torch.Tensor], micro: int, purpose: str,
-                 works: list) -> tuple[dict[str, torch.Tensor], list[str], list[tuple[str, int]]]:
-        """Run this rank's units on one micro-batch; send activations to the ranks that read
-        them. Returns the activations, the keys received and the (key, rank) pairs sent."""
-        env: dict[str, torch.Tensor] = {}
-        received: list[str] = []
-        sent: list[tuple[str, int]] = []
-        size = next(iter(inputs.values())).shape[0]
-        for unit in self.units:
-            for key in unit.inputs:
-                if key in env:
-                    continue
-                modality = key.removesuffix("/input")
-                if key == input_key(modality) and modality in inputs:
-                    env[key] = inputs[modality]
-                else:
-                    buffer = torch.empty((size, *self.shapes[key]), dtype=self.wire)
-                    self.comm.recv(buffer, self._global(self.producer[key]), purpose,
-                                   self._tag(key, micro, False))
-                    env[key] = buffer.float().requires_grad_(torch.is_grad_enabled())
-                    received.append(key)
-            env.update(unit(env))
-            for key in unit.outputs:
-                for dst in sorted(self.consumers.get(key, set()) - {self.local_rank}):
-                    works.append(self.comm.send(env[key].detach().to(self.wire),
-                                                self._global(dst), purpose,
-                                                self._tag(key, micro, False)))
-                    sent.append((key, dst))
-        return env, received, sent
-
     def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
         """GPipe schedule over this replica's shard of ``batch``."""
-        own = shard(batch, self.replica, self.layout.replicas)
+        own = shard(batch, self.runner.replica, self.layout.replicas)
         micro_batches = np.array_split(own, self.job.parallel.micro_batches)
         works: list = []
         saved = []
         loss_sum, seen = 0.0, 0
         for micro, index in enumerate(micro_batches):
             inputs, labels = train.batch(index)
-            env, received, sent = self._forward(inputs, micro, "activations", works)
+            env, received, sent = self.runner.forward(inputs, len(index), micro, "activations",
+                                                      works)
             loss = None
-            if LOGITS in env and self.producer[LOGITS] == self.local_rank:
+            if self.runner.produces_logits:
                 total = per_sample_loss(env[LOGITS], labels, self.job.model.task).sum()
                 loss = total / len(own)
                 loss_sum += total.item()
@@ -309,9 +264,9 @@ class ModelParallelStrategy(Strategy):
                 grads.append(torch.ones_like(loss))
             incoming: dict[str, torch.Tensor] = {}
             for key, dst in sent:
-                buffer = torch.empty_like(env[key], dtype=self.wire)
-                self.comm.recv(buffer, self._global(dst), "activation_gradients",
-                               self._tag(key, micro, True))
+                buffer = torch.empty_like(env[key], dtype=self.runner.wire)
+                self.comm.recv(buffer, self.runner.global_rank(dst), "activation_gradients",
+                               self.runner.tag(key, micro, backward=True))
                 incoming[key] = incoming.get(key, 0) + buffer.float()
             for key, grad in incoming.items():
                 tensors.append(env[key])
@@ -319,9 +274,10 @@ class ModelParallelStrategy(Strategy):
             if tensors:
                 torch.autograd.backward(tensors, grads)
             for key in received:
-                works.append(self.comm.send(env[key].grad.to(self.wire),
-                                            self._global(self.producer[key]),
-                                            "activation_gradients", self._tag(key, micro, True)))
+                works.append(self.comm.send(
+                    env[key].grad.to(self.runner.wire),
+                    self.runner.global_rank(self.runner.producer[key]), "activation_gradients",
+                    self.runner.tag(key, micro, backward=True)))
         self.comm.wait(works)
         if self.replica_group is not None:
             self._average_gradients()
@@ -343,15 +299,15 @@ class ModelParallelStrategy(Strategy):
     @torch.no_grad()
     def correct_predictions(self, val: PatchSplit) -> tuple[float, float]:
         """Replica 0 runs the validation split through its ranks; the loss rank counts."""
-        if self.replica != 0:
+        if self.runner.replica != 0:
             return 0.0, 0.0
         correct = total = 0.0
         works: list = []
         for micro, start in enumerate(range(0, len(val), VALIDATION_CHUNK)):
             index = np.arange(start, min(start + VALIDATION_CHUNK, len(val)))
             inputs, labels = val.batch(index)
-            env, _, _ = self._forward(inputs, micro, "validation", works)
-            if LOGITS in env and self.producer[LOGITS] == self.local_rank:
+            env, _, _ = self.runner.forward(inputs, len(index), micro, "validation", works)
+            if self.runner.produces_logits:
                 right, count = correct_and_total(decide(env[LOGITS], self.job.model.task),
                                                  labels)
                 correct += right
@@ -361,7 +317,7 @@ class ModelParallelStrategy(Strategy):
 
     def local_state(self) -> dict[str, torch.Tensor]:
         """This rank's parameters, from replica 0 only (the replicas are equal)."""
-        if self.replica != 0:
+        if self.runner.replica != 0:
             return {}
         return {k: p.detach().clone() for k, p in self.named.items()}
 
