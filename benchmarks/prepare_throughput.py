@@ -1,12 +1,15 @@
 """Patches per second of the prepare stage vs the raw rasterio read rate of the same windows.
 
-Generates a synthetic scene (``--side`` pixels square), then on the same machine, ``--repeats``
-times in turn (the CPU may be shared: the figures are medians):
+For each of ``--scenes`` (``SIDE:WINDOW``: a synthetic scene of ``SIDE`` pixels square, cut into
+windows of ``WINDOW``; by default a small one, where Spark's fixed cost per task weighs most, and
+a large one, the case Spark is for), on the same machine, ``--repeats`` times in turn (the CPU
+may be shared: the figures are medians):
 
 - raw: reads every window (with its halo) of every raster with rasterio, one after the other;
 - prepare on Spark: ``prepare_dataset`` on a running local Spark session (start-up excluded, a
-  warm-up run first): windowed reads and features in Spark tasks, gathering the feature rasters
-  and centres, split, statistics, fingerprint, writing ``scene.npz`` and the splits, preview PNG;
+  warm-up run first): windowed reads, features, training-statistics sums and writes of the scene
+  arrays in Spark tasks; gathering the centres, split, statistics, fingerprint, writing the
+  splits and the preview PNG on the driver;
 - prepare in-process: the same without Spark (a plain loop over the windows);
 - an empty Spark job of as many tasks as windows: Spark's fixed cost per job on this machine.
 
@@ -15,8 +18,8 @@ Both prepare runs are timed by phase (the functions of ``pipeline.data.prepare``
 Both rates are patches of the prepared dataset per second; the ratio is raw read time over
 prepare time (target: at least 0.5). Writes ``benchmarks/results/prepare_throughput.{json,png}``.
 
-    python -m benchmarks.prepare_throughput [--side 768] [--window 256] [--master local[2]]
-                                            [--repeats 5] [--name prepare_throughput]
+    python -m benchmarks.prepare_throughput [--scenes 768:256 4096:2048] [--master local[2]]
+                                            [--repeats 3] [--name prepare_throughput]
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ from pipeline.runtime import configure_environment
 from pipeline.spark import spark_session
 
 # The prepare stage's phases, as the functions of pipeline.data.prepare that run them.
-PHASES = {"windows (read, features)": "run_tasks", "gather": "gather_windows",
-          "statistics": "scene_band_stats", "fingerprint": "fingerprint",
+PHASES = {"windows (read, features, write)": "run_tasks", "gather": "gather_centres",
+          "statistics": "training_stats", "fingerprint": "fingerprint",
           "write npz": "savez", "preview": "scene_preview"}
 
 
@@ -115,93 +118,36 @@ def empty_job_seconds(spark: object, tasks: int) -> float:
 
 
 def folder_bytes(folder: Path, pattern: str) -> int:
-    """Total size of the files matching ``pattern`` in ``folder``."""
-    return sum(p.stat().st_size for p in folder.glob(pattern))
+    """Total size of the files matching ``pattern`` under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob(pattern))
 
 
-def plot(report: dict, out: Path) -> None:
-    """Patches/s of raw read and prepare, and where the in-process prepare spends its time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    names = ["raw read", "prepare\n(Spark)", "prepare\n(in-process)"]
-    rates = [report["raw_read_patches_per_s"], report["prepare_patches_per_s"],
-             report["in_process_patches_per_s"]]
-    left.bar(names, rates, color=["#7f7f7f", "#1f4e99", "#98df8a"])
-    left.axhline(report["target_ratio"] * rates[0], color="#d62728", ls="--",
-                 label=f"target: {report['target_ratio']} x raw")
-    for i, rate in enumerate(rates):
-        left.text(i, rate, f"{rate:,.0f}", ha="center", va="bottom", fontsize=8)
-    left.set_ylabel("patches / s (median)")
-    left.set_title(f"ratio {report['ratio']} (Spark), {report['in_process_ratio']} (in-process)",
-                   fontsize=9)
-    left.legend(fontsize=8)
-    names = list(report["in_process_phases_s"])
-    y = np.arange(len(names))
-    right.barh(y - 0.2, [report["spark_phases_s"][k] for k in names], height=0.4,
-               color="#1f4e99", label="Spark")
-    right.barh(y + 0.2, [report["in_process_phases_s"][k] for k in names], height=0.4,
-               color="#98df8a", label="in-process")
-    right.axvline(report["raw_read_s"], color="#7f7f7f", ls="--", label="raw read (all)")
-    right.axvline(report["spark_empty_job_s"], color="#d62728", ls=":",
-                  label="empty Spark job")
-    right.set_yticks(y, names, fontsize=8)
-    right.invert_yaxis()
-    right.set_xlabel("seconds per phase (median)")
-    right.legend(fontsize=8)
-    fig.suptitle(f"prepare throughput: {report['scene_px'][0]} x {report['scene_px'][1]} scene, "
-                 f"{report['patches']:,} patches", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-
-
-def main() -> None:
-    """Measure, write the JSON and the PNG, print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--side", type=int, default=768)
-    parser.add_argument("--window", type=int, default=256)
-    parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--name", default="prepare_throughput",
-                        help="results file name in benchmarks/results/ (.json, .png)")
-    args = parser.parse_args()
-    configure_environment(Path.cwd())
-    params = PrepareParams(window_size=args.window)
+def measure_scene(side: int, window: int, repeats: int, spark: object, workdir: Path) -> dict:
+    """The figures of one synthetic scene of ``side`` x ``side`` pixels, windows of ``window``."""
+    params = PrepareParams(window_size=window)
     raw, on_spark, in_process, empty, phases, spark_phases = [], [], [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        scene_dir = Path(tmp) / "raw"
-        write_synthetic_scene(SyntheticSceneParams(height=args.side, width=args.side), scene_dir)
-        with spark_session(SparkParams(master=args.master)) as spark:
-            prepare_dataset(scene_dir, Path(tmp) / "warmup", params, spark)  # warm workers
-            prepare_dataset(scene_dir, Path(tmp) / "warmup", params)
-            for i in range(args.repeats):
-                raw.append(raw_read_seconds(scene_dir, params))
-                seconds, manifest, timings = timed_prepare(scene_dir, Path(tmp) / f"spark{i}",
-                                                           params, spark)
-                on_spark.append(seconds)
-                spark_phases.append(timings)
-                empty.append(empty_job_seconds(spark, manifest["windows"]))
-                seconds, _, timings = timed_prepare(scene_dir, Path(tmp) / f"local{i}", params,
-                                                    None)
-                in_process.append(seconds)
-                phases.append(timings)
-                print(f"repeat {i + 1}/{args.repeats}: raw {raw[-1]:.3f}s, Spark "
-                      f"{on_spark[-1]:.3f}s, in-process {in_process[-1]:.3f}s, empty Spark "
-                      f"job {empty[-1]:.3f}s")
-        prepared = Path(tmp) / "spark0"
-        prepared_bytes = folder_bytes(prepared, "*.npz")
-        scene_bytes = folder_bytes(scene_dir, "*.tif")
+    scene_dir = workdir / "raw"
+    write_synthetic_scene(SyntheticSceneParams(height=side, width=side), scene_dir)
+    prepare_dataset(scene_dir, workdir / "warmup", params, spark)  # warm workers
+    prepare_dataset(scene_dir, workdir / "warmup", params)
+    for i in range(repeats):
+        raw.append(raw_read_seconds(scene_dir, params))
+        seconds, manifest, timings = timed_prepare(scene_dir, workdir / "spark", params, spark)
+        on_spark.append(seconds)
+        spark_phases.append(timings)
+        empty.append(empty_job_seconds(spark, manifest["windows"]))
+        seconds, _, timings = timed_prepare(scene_dir, workdir / "local", params, None)
+        in_process.append(seconds)
+        phases.append(timings)
+        print(f"{side} x {side}, repeat {i + 1}/{repeats}: raw {raw[-1]:.3f}s, Spark "
+              f"{on_spark[-1]:.3f}s, in-process {in_process[-1]:.3f}s, empty Spark job "
+              f"{empty[-1]:.3f}s", flush=True)
     patches = sum(manifest["split_sizes"].values())
     bands = sum(len(m["bands"]) for m in manifest["modalities"].values())
     raw_s, spark_s, local_s = (statistics.median(x) for x in (raw, on_spark, in_process))
-    report = {
-        "scene_px": [args.side, args.side], "window_size": args.window,
-        "windows": manifest["windows"], "patches": patches, "patch_size": params.patch_size,
-        "stride": params.stride, "spark_master": args.master, "repeats": args.repeats,
+    return {
+        "scene_px": [side, side], "window_size": window, "windows": manifest["windows"],
+        "patches": patches, "patch_size": params.patch_size, "stride": params.stride,
         "raw_read_s": round(raw_s, 4), "prepare_s": round(spark_s, 4),
         "in_process_prepare_s": round(local_s, 4),
         "raw_read_patches_per_s": round(patches / raw_s),
@@ -212,7 +158,6 @@ def main() -> None:
         "ratio_per_repeat": [round(r / s, 3) for r, s in zip(raw, on_spark, strict=True)],
         "in_process_ratio_per_repeat": [round(r / s, 3)
                                         for r, s in zip(raw, in_process, strict=True)],
-        "target_ratio": 0.5,
         "in_process_phases_s": {k: round(statistics.median(t.get(k, 0.0) for t in phases), 4)
                                 for k in [*PHASES, "other"]},
         "spark_phases_s": {k: round(statistics.median(t.get(k, 0.0) for t in spark_phases), 4)
@@ -224,17 +169,84 @@ def main() -> None:
                       "prepare_spark": [round(x, 4) for x in on_spark],
                       "prepare_in_process": [round(x, 4) for x in in_process],
                       "spark_empty_job": [round(x, 4) for x in empty]},
-        "sizes_bytes": {"scene_tif": scene_bytes, "prepared_npz": prepared_bytes,
+        "sizes_bytes": {"scene_tif": folder_bytes(scene_dir, "*.tif"),
+                        "prepared_arrays": folder_bytes(workdir / "spark", "*.np[yz]"),
                         # what the patches layout stored: every patch's pixels, label, centre
                         "patches_layout_arrays": patches * (bands * params.patch_size ** 2 * 4
                                                             + 8 + 2 * 4)},
-        "machine": machine(),
     }
+
+
+def plot(report: dict, out: Path) -> None:
+    """Per scene: patches/s of raw read and prepare, and the seconds of each prepare phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenes = report["scenes"]
+    fig, axes = plt.subplots(len(scenes), 2, figsize=(10, 3.6 * len(scenes)), squeeze=False)
+    for (left, right), scene in zip(axes, scenes, strict=True):
+        names = ["raw read", "prepare\n(Spark)", "prepare\n(in-process)"]
+        rates = [scene["raw_read_patches_per_s"], scene["prepare_patches_per_s"],
+                 scene["in_process_patches_per_s"]]
+        left.bar(names, rates, color=["#7f7f7f", "#1f4e99", "#98df8a"])
+        left.axhline(report["target_ratio"] * rates[0], color="#d62728", ls="--",
+                     label=f"target: {report['target_ratio']} x raw")
+        for i, rate in enumerate(rates):
+            left.text(i, rate, f"{rate:,.0f}", ha="center", va="bottom", fontsize=8)
+        left.set_ylabel("patches / s (median)")
+        left.set_title(f"{scene['scene_px'][0]} x {scene['scene_px'][1]} px, "
+                       f"{scene['windows']} windows of {scene['window_size']}, "
+                       f"{scene['patches']:,} patches: ratio {scene['ratio']} (Spark), "
+                       f"{scene['in_process_ratio']} (in-process)", fontsize=8)
+        left.legend(fontsize=8)
+        names = list(scene["in_process_phases_s"])
+        y = np.arange(len(names))
+        right.barh(y - 0.2, [scene["spark_phases_s"][k] for k in names], height=0.4,
+                   color="#1f4e99", label="Spark")
+        right.barh(y + 0.2, [scene["in_process_phases_s"][k] for k in names], height=0.4,
+                   color="#98df8a", label="in-process")
+        right.axvline(scene["raw_read_s"], color="#7f7f7f", ls="--", label="raw read (all)")
+        right.axvline(scene["spark_empty_job_s"], color="#d62728", ls=":",
+                      label="empty Spark job")
+        right.set_yticks(y, names, fontsize=8)
+        right.invert_yaxis()
+        right.set_xlabel("seconds per phase (median)")
+        right.legend(fontsize=8)
+    fig.suptitle(f"prepare throughput on Spark {report['spark_master']} vs raw rasterio read",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Measure every scene, write the JSON and the PNG, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenes", nargs="+", default=["768:256", "4096:2048"],
+                        help="scenes as SIDE:WINDOW (pixels)")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--name", default="prepare_throughput",
+                        help="results file name in benchmarks/results/ (.json, .png)")
+    args = parser.parse_args()
+    configure_environment(Path.cwd())
+    sizes = [tuple(int(x) for x in scene.split(":")) for scene in args.scenes]
+    scenes = []
+    with spark_session(SparkParams(master=args.master)) as spark:
+        for side, window in sizes:
+            with tempfile.TemporaryDirectory() as tmp:
+                scenes.append(measure_scene(side, window, args.repeats, spark, Path(tmp)))
+    report = {"scenes": scenes, "target_ratio": 0.5, "spark_master": args.master,
+              "repeats": args.repeats, "machine": machine()}
     RESULTS.mkdir(exist_ok=True)
     save(args.name, report)
     plot(report, RESULTS / f"{args.name}.png")
-    print(f"ratio (median of {args.repeats}): {report['ratio']} with Spark, "
-          f"{report['in_process_ratio']} in-process; target {report['target_ratio']}")
+    for scene in scenes:
+        print(f"{scene['scene_px'][0]} x {scene['scene_px'][1]}, windows of "
+              f"{scene['window_size']}: ratio (median of {args.repeats}) {scene['ratio']} with "
+              f"Spark, {scene['in_process_ratio']} in-process; target {report['target_ratio']}")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ import torch
 from pipeline.data.prepare import (
     MANIFEST_FILE,
     MULTI_LABEL,
-    SCENE_FILE,
     SCENE_LAYOUT,
     SINGLE_LABEL,
     SPLITS,
+    open_scene_arrays,
     prepared_files,
     read_split,
 )
@@ -50,9 +50,9 @@ class PatchSplit:
 
 @dataclass(frozen=True)
 class PreparedDataset:
-    """A prepared dataset folder: ``manifest.json``, one ``.npz`` per split, maybe ``scene.npz``.
+    """A prepared dataset folder: ``manifest.json``, one ``.npz`` per split, maybe ``scene/``.
 
-    Layout ``scene`` (a scene's patches): ``scene.npz`` holds the feature rasters and a split its
+    Layout ``scene`` (a scene's patches): ``scene/`` holds the feature rasters and a split its
     patch centres and labels; the patches are cut when a split is loaded. Layout ``patches``
     (BigEarthNet, and datasets written before layouts existed): a split holds its patches.
     """
@@ -66,7 +66,7 @@ class PreparedDataset:
         names = [MANIFEST_FILE]
         if (root / MANIFEST_FILE).is_file():
             manifest = json.loads((root / MANIFEST_FILE).read_text())
-            names += [f"{stem}.npz" for stem in prepared_files(manifest)]
+            names += prepared_files(manifest)
         for name in names:
             if not (root / name).is_file():
                 raise DatasetError(root / name, "prepared dataset file missing",
@@ -100,11 +100,10 @@ class PreparedDataset:
 
     @cached_property
     def _scene(self) -> dict[str, np.ndarray] | None:
-        """The feature rasters (layout ``scene``), read once for all splits."""
+        """The feature rasters (layout ``scene``), memory-mapped once for all splits."""
         if self.manifest.get("layout") != SCENE_LAYOUT:
             return None
-        with np.load(self.root / SCENE_FILE) as arrays:
-            return dict(arrays)
+        return open_scene_arrays(self.root, self.manifest)
 
     def split(self, name: str) -> PatchSplit:
         """Load split ``name`` (train/val/test), normalised with the training statistics."""

@@ -2,11 +2,13 @@
 
 The scene is cut into square windows (``prepare.window_size``); each window is one task that
 reads its rasters with rasterio (a windowed read, with a halo of ``patch_size // 2`` pixels so the
-patches centred near the window's edge are whole when their nodata is counted) and returns the
-window's features and the centres of the patches kept inside it. The driver pastes the windows
-into feature rasters, stored once (``scene.npz``); a split stores its centres and labels, and its
-patches are cut when it is loaded (``read_split``), so no pixel is stored once per patch
-containing it. The result is the same for any window size (a test holds the two equal).
+patches centred near the window's edge are whole), writes the window's features into the scene
+arrays (``scene/<modality>.npy``, stored once) and returns only small things: the centres of the
+patches it kept, their pixel sums per spatial block (for the training statistics) and a digest of
+what it wrote. The driver never holds the scene, so a scene larger than its memory works. A split
+stores its centres and labels, and its patches are cut when it is loaded (``read_split``), so no
+pixel is stored once per patch containing it. The result is the same for any window size (a test
+holds the two equal).
 
 The split is by spatial block, never by patch: neighbouring, overlapping patches in train and
 test would inflate accuracy. Normalisation statistics come from the training split only.
@@ -38,8 +40,8 @@ from pipeline.objective import MULTI_LABEL, SINGLE_LABEL  # noqa: F401 (re-expor
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
 PREVIEW_FILE = "preview.png"
-SCENE_FILE = "scene.npz"
-SCENE_LAYOUT = "scene"  # scene.npz holds the feature rasters; a split holds centres and labels
+SCENE_DIR = "scene"  # scene/<modality>.npy and scene/invalid.npy: the feature rasters
+SCENE_LAYOUT = "scene"  # scene/ holds the feature rasters; a split holds centres and labels
 PATCHES_LAYOUT = "patches"  # a split holds its patches (BigEarthNet: a patch is a whole image)
 
 
@@ -79,7 +81,8 @@ def read_grid(path: Path) -> tuple[Grid, int, float | None]:
         raise DatasetError(path, f"unreadable raster ({exc})",
                            "check the file is a valid GeoTIFF; re-export or re-ingest it") from exc
     if crs is None:
-        raise DatasetError(path, "raster has no CRS", "assign a CRS (e.g. with gdal_edit.py -a_srs)")
+        raise DatasetError(path, "raster has no CRS",
+                           "assign a CRS (e.g. with gdal_edit.py -a_srs)")
     return grid, count, nodata
 
 
@@ -97,7 +100,8 @@ def read_raster(path: Path) -> tuple[np.ndarray, dict]:
 def to_features(data: np.ndarray, kind: str) -> np.ndarray:
     """Physical values the network sees: reflectance for optical, decibels for SAR."""
     if kind == "sar":
-        return (10.0 * np.log10(np.clip(data.astype(np.float64), 1e-6, None))).astype(np.float32)
+        power = np.maximum(data, np.float32(1e-6), dtype=np.float32)
+        return np.multiply(np.log10(power, out=power), np.float32(10.0), out=power)
     return np.divide(data, np.float32(10000.0), dtype=np.float32)
 
 
@@ -115,9 +119,7 @@ def patch_centres(labels: np.ndarray, ignore: list[int], patch_size: int,
 
 def block_split(rows: np.ndarray, cols: np.ndarray, params: PrepareParams) -> np.ndarray:
     """Assign each patch centre to a split (0 train, 1 val, 2 test) by its spatial block."""
-    block_ids = (rows.astype(np.int64) // params.block_size) * 1_000_003 + (
-        cols.astype(np.int64) // params.block_size)
-    return split_groups(block_ids, params)
+    return split_groups(block_ids(rows, cols, params.block_size), params)
 
 
 def split_groups(group_ids: np.ndarray, params: PrepareParams) -> np.ndarray:
@@ -149,62 +151,100 @@ def band_stats(patches: np.ndarray) -> BandStats:
     return BandStats(mean=mean.tolist(), std=np.maximum(std, 1e-6).tolist())
 
 
-def coverage(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
-             patch_size: int) -> np.ndarray:
-    """How many of the patches centred at ``rows``/``cols`` contain each pixel, ``(H, W)``.
+def block_ids(rows: np.ndarray, cols: np.ndarray, block_size: int) -> np.ndarray:
+    """The spatial block of the split that each centre falls in, as one integer id."""
+    return (rows.astype(np.int64) // block_size) * 1_000_003 + cols.astype(np.int64) // block_size
 
-    A summed-area table of the centres, in int32: it may wrap around on a huge scene, but the
-    box sums, small, are exact modulo 2**32.
+
+def block_pixel_sums(features: dict[str, np.ndarray], invalid: np.ndarray, rows: np.ndarray,
+                     cols: np.ndarray, blocks: np.ndarray, patch_size: int, stride: int
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per spatial block, the sum and the sum of squares of its patches' pixels, per band.
+
+    ``rows``/``cols`` are patch centres in the arrays' coordinates, on a grid of step ``stride``,
+    and ``blocks`` their block ids. A pixel counts once per patch containing it, and a nodata
+    pixel (``invalid``) as the value ``cut_patches`` fills it with: exactly the patches a split
+    loads. Summed over the training blocks, they give the normalisation statistics without any
+    patch being cut: clean patches are summed by ``box_sums``, only those with nodata pixels are
+    cut and filled.
+
+    Returns:
+        The unique block ids, and per modality ``(blocks, bands, 2)`` float64 sums (pixel sum,
+        sum of squares).
     """
-    half = patch_size // 2
-    centres = np.zeros((shape[0] + 2 * half + 1, shape[1] + 2 * half + 1), dtype=np.int32)
-    centres[rows + half + 1, cols + half + 1] = 1  # padded by half, plus a zero first row/col
-    table = centres.cumsum(axis=0, dtype=np.int32).cumsum(axis=1, dtype=np.int32)
-    height, width = shape
-    p = patch_size
-    return (table[p:p + height, p:p + width] - table[:height, p:p + width]
-            - table[p:p + height, :width] + table[:height, :width])
-
-
-def scene_band_stats(rasters: dict[str, np.ndarray], modalities: list[str], rows: np.ndarray,
-                     cols: np.ndarray, patch_size: int) -> dict[str, BandStats]:
-    """``band_stats`` of the patches centred at ``rows``/``cols``, without cutting them all.
-
-    ``rasters`` holds the feature rasters per modality and ``invalid``. A pixel counts once per
-    patch that contains it (its coverage), exactly as over the cut patches; the patches with
-    nodata pixels (filled with their own mean) are cut, filled and added.
-    """
-    invalid = rasters["invalid"]
+    unique, index = np.unique(blocks, return_inverse=True)
     dirty = np.zeros(len(rows), dtype=bool)
     if invalid.any():
         dirty = window_sums(invalid, rows, cols, patch_size) > 0
-    weight = coverage(rows[~dirty], cols[~dirty], invalid.shape, patch_size).ravel()
-    weight = weight.astype(np.float64)
-    count = len(rows) * patch_size ** 2
+    clean = ~dirty
     mask = extract_patches(invalid, rows[dirty], cols[dirty], patch_size)
+    sums = {}
+    for name, image in features.items():
+        per_patch = np.empty((len(rows), image.shape[0], 2))
+        filled = _fill_invalid(extract_patches(image, rows[dirty], cols[dirty], patch_size),
+                               mask).astype(np.float64)
+        per_patch[dirty, :, 0] = filled.sum(axis=(2, 3))
+        per_patch[dirty, :, 1] = np.square(filled).sum(axis=(2, 3))
+        per_patch[clean, :, 0] = box_sums(image, rows[clean], cols[clean], patch_size, stride)
+        per_patch[clean, :, 1] = box_sums(image, rows[clean], cols[clean], patch_size, stride,
+                                          power=2)
+        flat = per_patch.reshape(len(rows), image.shape[0] * 2)
+        sums[name] = np.stack([np.bincount(index, flat[:, k], minlength=len(unique))
+                               for k in range(flat.shape[1])], axis=1).reshape(
+                                   len(unique), image.shape[0], 2)
+    return unique, sums
+
+
+def box_sums(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch_size: int,
+             stride: int, power: int = 1, strip: int = 32) -> np.ndarray:
+    """Per centre and band, the float64 sum of ``image ** power`` over its patch.
+
+    ``image`` is ``(bands, H, W)``; the centres lie on a grid of step ``stride``. Strips of
+    ``strip`` grid rows at a time, small enough to stay in cache: the strip's pixels in float64
+    (raised to ``power``), the patch's columns added as strided views at the grid's columns,
+    then its rows at the grid's rows. No patch is cut and no running sum loses precision.
+    Returns ``(N, bands)``.
+    """
+    bands = image.shape[0]
+    if len(rows) == 0:
+        return np.zeros((0, bands))
+    half = patch_size // 2
+    top, left = rows.min(), cols.min()
+    grid_rows, grid_cols = (rows.max() - top) // stride + 1, (cols.max() - left) // stride + 1
+    columns = slice(left - half, left + (grid_cols - 1) * stride + half + 1)
+    grid = np.zeros((bands, grid_rows, grid_cols))
+    for first in range(0, grid_rows, strip):
+        count = min(strip, grid_rows - first)
+        start = top - half + first * stride
+        pixels = image[:, start:start + (count - 1) * stride + patch_size, columns]
+        pixels = np.power(pixels, power, dtype=np.float64)
+        across = np.zeros(pixels.shape[:2] + (grid_cols,))
+        for k in range(patch_size):
+            across += pixels[:, :, k:k + (grid_cols - 1) * stride + 1:stride]
+        out = grid[:, first:first + count]
+        for k in range(patch_size):
+            out += across[:, k:k + (count - 1) * stride + 1:stride]
+    return grid[:, (rows - top) // stride, (cols - left) // stride].T
+
+
+def training_stats(results: list[dict], train_blocks: np.ndarray, patches: int,
+                   patch_size: int, modalities: list[str]) -> dict[str, BandStats]:
+    """Mean and std per band over the pixels of the ``patches`` training patches.
+
+    Merges the windows' ``block_pixel_sums`` of the training blocks (a block cut by a window
+    edge has a part in each window), in window order: the same figures on Spark or in process.
+    """
+    count = patches * patch_size ** 2
+    blocks = np.concatenate([r["block"] for r in results])
+    train = np.isin(blocks, train_blocks)
     stats = {}
     for name in modalities:
-        image = rasters[name].reshape(rasters[name].shape[0], -1)
-        filled = _fill_invalid(
-            extract_patches(rasters[name], rows[dirty], cols[dirty], patch_size), mask
-        ).transpose(1, 0, 2, 3).reshape(image.shape[0], -1).astype(np.float64)
-        # Two passes (mean, then squares about it) in float64, over cache-sized chunks.
-        total = filled.sum(axis=1)
-        for chunk in _chunks(image.shape[1]):
-            total += image[:, chunk].astype(np.float64) @ weight[chunk]
-        centre = total / count
-        squares = ((filled - centre[:, None]) ** 2).sum(axis=1)
-        for chunk in _chunks(image.shape[1]):
-            squares += (image[:, chunk].astype(np.float64) - centre[:, None]) ** 2 @ weight[chunk]
-        mean = centre.tolist()
-        std = np.maximum(np.sqrt(squares / count), 1e-6).tolist()
-        stats[name] = BandStats(mean=mean, std=std)
+        total = np.concatenate([r["sums"][name] for r in results])[train].sum(axis=0)
+        mean = total[:, 0] / count
+        variance = np.maximum(total[:, 1] / count - np.square(mean), 0.0)
+        stats[name] = BandStats(mean=mean.tolist(),
+                                std=np.maximum(np.sqrt(variance), 1e-6).tolist())
     return stats
-
-
-def _chunks(length: int, size: int = 1 << 16) -> Iterator[slice]:
-    for start in range(0, length, size):
-        yield slice(start, min(start + size, length))
 
 
 def cut_patches(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
@@ -276,17 +316,19 @@ def _read_valid(path: Path, band_names: list[str], window: Window
     return data, valid, None
 
 
-def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParams,
+def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParams, out_dir: str,
                    core: tuple[int, int, int, int]) -> dict[str, Any]:
     """Features and patch centres of the core window ``core``: one Spark task.
 
-    The halo is read so that the nodata fraction (and the majority label) of a patch centred near
-    the edge sees its whole patch; no patch is cut here. Returns plain arrays: per modality the
-    core window's features ``(bands, h, w)`` float32, ``invalid`` ``(h, w)`` (a pixel that is
-    nodata in any band of any modality), ``code`` (class code per kept centre), ``row``/``col``
-    (scene coordinates of the centre); counts of dropped patches; label codes seen that are in
-    neither the class map nor the ignored codes; and ``error`` (``None``, or the file, problem and
-    fix of bad values).
+    Reads the window with a halo of ``patch_size // 2`` pixels, so that a patch centred near the
+    edge is seen whole (its nodata fraction, majority label and pixels). Writes the core window's
+    features into the scene arrays in ``out_dir`` (``create_scene_arrays``: per modality
+    ``(bands, H, W)`` float32, and ``invalid``, a pixel that is nodata in any band of any
+    modality) and returns only what the driver merges: ``code`` (class code per kept centre),
+    ``row``/``col`` (its scene coordinates); ``block`` and ``sums``, the kept patches' pixel sums
+    per spatial block (``block_pixel_sums``); ``digest``, a sha256 per array of the window
+    written; counts of dropped patches; label codes seen that are in neither the class map nor
+    the ignored codes; and ``error`` (``None``, or the file, problem and fix of bad values).
     """
     root = Path(scene_dir)
     half = params.patch_size // 2
@@ -309,7 +351,7 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
 
     result: dict[str, Any] = {"unknown": unknown, "error": None, "dropped_nodata": 0,
-                              "dropped_nodata_by": {}, "pixels": int(h * w)}
+                              "dropped_nodata_by": {}}
     invalid_any = np.zeros((bottom - top, right - left), dtype=bool)
     features: dict[str, np.ndarray] = {}
     invalid_by: dict[str, np.ndarray] = {}
@@ -321,10 +363,9 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
             return result | {"error": error}
         invalid_by[name] = ~valid.all(axis=0)
         invalid_any |= invalid_by[name]
-        core_data, core_valid = data[:, inner[0], inner[1]], valid[:, inner[0], inner[1]]
-        if not core_valid.all():
-            core_data = np.where(core_valid, core_data, 1)
-        features[name] = to_features(core_data, modality.kind)
+        if not valid.all():
+            data = np.where(valid, data, 1)
+        features[name] = to_features(data, modality.kind)
 
     area = params.patch_size ** 2
     drop = np.zeros(len(rows), dtype=bool)
@@ -340,29 +381,77 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     keep = ~drop
     rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
 
-    result.update(features)
-    result["invalid"] = np.ascontiguousarray(invalid_any[inner])
     if params.label == "majority":
         result["code"] = _majority(extract_patches(labels, lrows, lcols, params.patch_size),
                                    labels[lrows, lcols], ignore)
     else:
         result["code"] = labels[lrows, lcols]
     result["row"], result["col"] = rows.astype(np.int32), cols.astype(np.int32)
+    result["block"], result["sums"] = block_pixel_sums(
+        features, invalid_any, lrows, lcols, block_ids(rows, cols, params.block_size),
+        params.patch_size, params.stride)
+    written = {name: image[:, inner[0], inner[1]] for name, image in features.items()}
+    written["invalid"] = invalid_any[inner]
+    result["digest"] = write_window(Path(out_dir), written, (r0, c0))
     return result
 
 
-def window_sums(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+def window_sums(values: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                 patch_size: int) -> np.ndarray:
-    """Per centre, how many pixels of the ``patch_size`` square around it are set in ``mask``.
+    """Per centre, the sum of ``values`` over the ``patch_size`` square around it.
 
-    A summed-area table: O(H W) once, then four lookups per centre (no patch is materialised).
+    For a boolean mask, how many of its pixels are set (int64); for floats, a float64 sum. A
+    summed-area table: O(H W) once, then four lookups per centre (no patch is materialised).
     """
     half = patch_size // 2
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+    dtype = np.float64 if values.dtype.kind == "f" else np.int64
+    table = np.zeros((values.shape[0] + 1, values.shape[1] + 1), dtype=dtype)
+    np.cumsum(np.cumsum(values, axis=0, dtype=dtype), axis=1, out=table[1:, 1:])
     top, left = rows - half, cols - half
     bottom, right = top + patch_size, left + patch_size
     return table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+
+
+# ---------------------------------------------------------------------------------------------
+# The scene arrays: one .npy per modality (and the nodata mask), written window by window.
+
+
+def create_scene_arrays(out_dir: Path, modalities: dict[str, int], shape: tuple[int, int]
+                        ) -> None:
+    """Allocate ``scene/<modality>.npy`` ``(bands, H, W)`` float32 and ``scene/invalid.npy``.
+
+    ``modalities`` maps each modality to its band count. The files are sparse until the windows'
+    tasks fill them (``write_window``): the driver never holds the scene in memory.
+    """
+    (out_dir / SCENE_DIR).mkdir()
+    for name, bands in modalities.items():
+        np.lib.format.open_memmap(out_dir / SCENE_DIR / f"{name}.npy", mode="w+",
+                                  dtype=np.float32, shape=(bands, *shape))
+    np.lib.format.open_memmap(out_dir / SCENE_DIR / "invalid.npy", mode="w+", dtype=bool,
+                              shape=shape)
+
+
+def write_window(out_dir: Path, arrays: dict[str, np.ndarray], corner: tuple[int, int]
+                 ) -> dict[str, str]:
+    """Write each array's window at ``corner`` of its scene array; the digest of each."""
+    r0, c0 = corner
+    for name, window in arrays.items():
+        target = np.load(out_dir / SCENE_DIR / f"{name}.npy", mmap_mode="r+")
+        height, width = window.shape[-2:]
+        target[..., r0:r0 + height, c0:c0 + width] = window
+        del target  # a shared mapping: the page cache holds the pixels for every reader
+    return {name: window_digest(window) for name, window in arrays.items()}
+
+
+def window_digest(window: np.ndarray) -> str:
+    """sha256 of a window's values (C order)."""
+    return hashlib.sha256(np.ascontiguousarray(window).data).hexdigest()
+
+
+def open_scene_arrays(root: Path, manifest: dict, mode: str = "r") -> dict[str, np.ndarray]:
+    """The scene arrays of a prepared dataset (layout ``scene``), memory-mapped."""
+    names = [*manifest["modalities"], "invalid"]
+    return {name: np.load(root / SCENE_DIR / f"{name}.npy", mmap_mode=mode) for name in names}
 
 
 def _fill_invalid(patches: np.ndarray, invalid: np.ndarray) -> np.ndarray:
@@ -483,12 +572,14 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                     spark: object | None = None) -> dict:
     """Find, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
 
-    ``out_dir`` receives ``scene.npz`` (the feature raster per modality, ``(bands, H, W)``
-    float32, and ``invalid``, the nodata pixels), ``train.npz``, ``val.npz``, ``test.npz``
-    (``row``/``col`` of each patch's centre, ``label`` as class index), ``manifest.json``
-    (``layout: scene``, source files, grid, bands, classes, split sizes and class counts, dropped
-    patches, normalisation statistics, content fingerprint) and ``preview.png``. With ``spark``,
-    each window is a Spark task.
+    ``out_dir`` receives ``scene/<modality>.npy`` (the feature raster per modality,
+    ``(bands, H, W)`` float32) and ``scene/invalid.npy`` (the nodata pixels), ``train.npz``,
+    ``val.npz``, ``test.npz`` (``row``/``col`` of each patch's centre, ``label`` as class index),
+    ``manifest.json`` (``layout: scene``, source files, grid, bands, classes, split sizes and
+    class counts, dropped patches, normalisation statistics, content fingerprint) and
+    ``preview.png``. With ``spark``, each window is a Spark task that writes its part of the
+    scene arrays and returns its centres and small summaries; the driver never holds the scene
+    (on a cluster, ``out_dir`` must be on storage that the executors share, as ``scene_dir``).
 
     Returns:
         The manifest.
@@ -502,56 +593,67 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
     grid = check_scene(scene_dir, scene)
     windows = plan_windows(grid.height, grid.width, params.window_size)
     progress = ProgressLog("prepare", len(windows), "windows")
-    task = functools.partial(extract_window, str(scene_dir), scene, params)
-    results = run_tasks(task, windows, spark, progress)
-    arrays = gather_windows(results, windows, (grid.height, grid.width), scene, scene_dir)
-    rasters = {k: arrays.pop(k) for k in [*scene.modalities, "invalid"]}
-    codes = sorted(scene.classes)
-    index_of = {code: i for i, code in enumerate(codes)}
-    labels = np.array([index_of[c] for c in arrays.pop("code").tolist()], dtype=np.int64)
-    counts = np.bincount(labels, minlength=len(codes))
-    for code, count in zip(codes, counts, strict=True):
-        if 0 < count < params.min_class_samples:
-            raise DatasetError(scene_dir / scene.labels,
-                               f"class {code} ({scene.classes[code]}) has only {count} patches, "
-                               f"fewer than prepare.min_class_samples={params.min_class_samples}"
-                               ", too few to split", f"add code {code} to the ignored codes, "
-                               "merge it into another class, or lower prepare.stride")
-    split = block_split(arrays["row"], arrays["col"], params)
-    per_split = split_arrays({"row": arrays["row"], "col": arrays["col"], "label": labels},
-                             split, scene_dir,
-                             "use a larger scene, a smaller prepare.block_size or a smaller "
-                             "prepare.stride")
-    manifest = {
-        "task": SINGLE_LABEL,
-        "source": scene.source,
-        "scene_files": {name: m.path for name, m in scene.modalities.items()}
-        | {"labels": scene.labels},
-        "source_files": {name: m.source for name, m in scene.modalities.items() if m.source},
-        "grid": grid.__dict__,
-        "modalities": {name: {"kind": m.kind, "bands": m.bands}
-                       for name, m in scene.modalities.items()},
-        "classes": [scene.classes[c] for c in codes],
-        "class_codes": codes,
-        "patch_size": params.patch_size,
-        "label_rule": params.label,
-        "windows": len(windows),
-        "dropped_patches": {"nodata": int(sum(r["dropped_nodata"] for r in results))},
-        "split_sizes": {s: int(len(per_split[s]["label"])) for s in SPLITS},
-        "class_counts": {s: np.bincount(per_split[s]["label"], minlength=len(codes)).tolist()
-                         for s in SPLITS},
-    }
-    preview = functools.partial(scene_preview, scene_dir, scene, rasters)
-    return write_prepared(out_dir, per_split, manifest, preview, scene_arrays=rasters)
+    with atomic_path(Path(out_dir).resolve()) as tmp:
+        tmp.mkdir()
+        create_scene_arrays(tmp, {n: len(m.bands) for n, m in scene.modalities.items()},
+                            (grid.height, grid.width))
+        task = functools.partial(extract_window, str(scene_dir), scene, params, str(tmp))
+        results = run_tasks(task, windows, spark, progress)
+        centres = gather_centres(results, scene, scene_dir)
+        codes = sorted(scene.classes)
+        labels = np.searchsorted(codes, centres["code"]).astype(np.int64)  # all codes known
+        counts = np.bincount(labels, minlength=len(codes))
+        for code, count in zip(codes, counts, strict=True):
+            if 0 < count < params.min_class_samples:
+                raise DatasetError(scene_dir / scene.labels,
+                                   f"class {code} ({scene.classes[code]}) has only {count} "
+                                   f"patches, fewer than prepare.min_class_samples="
+                                   f"{params.min_class_samples}, too few to split",
+                                   f"add code {code} to the ignored codes, merge it into another "
+                                   "class, or lower prepare.stride")
+        split = block_split(centres["row"], centres["col"], params)
+        per_split = split_arrays({"row": centres["row"], "col": centres["col"], "label": labels},
+                                 split, scene_dir, "use a larger scene, a smaller "
+                                 "prepare.block_size or a smaller prepare.stride")
+        train = per_split["train"]
+        stats = training_stats(results, np.unique(block_ids(train["row"], train["col"],
+                                                            params.block_size)),
+                               len(train["label"]), params.patch_size, list(scene.modalities))
+        manifest = {
+            "task": SINGLE_LABEL,
+            "layout": SCENE_LAYOUT,
+            "source": scene.source,
+            "scene_files": {name: m.path for name, m in scene.modalities.items()}
+            | {"labels": scene.labels},
+            "source_files": {name: m.source for name, m in scene.modalities.items() if m.source},
+            "grid": grid.__dict__,
+            "modalities": {name: {"kind": m.kind, "bands": m.bands}
+                           for name, m in scene.modalities.items()},
+            "classes": [scene.classes[c] for c in codes],
+            "class_codes": codes,
+            "patch_size": params.patch_size,
+            "label_rule": params.label,
+            "window_size": params.window_size,
+            "windows": len(windows),
+            "dropped_patches": {"nodata": int(sum(r["dropped_nodata"] for r in results))},
+            "split_sizes": {s: int(len(per_split[s]["label"])) for s in SPLITS},
+            "class_counts": {s: np.bincount(per_split[s]["label"], minlength=len(codes)).tolist()
+                             for s in SPLITS},
+            "normalisation": {name: s.__dict__ for name, s in stats.items()},
+        }
+        manifest["fingerprint"] = fingerprint(per_split, manifest,
+                                              [r["digest"] for r in results])
+        preview = functools.partial(scene_preview, scene_dir, scene,
+                                    open_scene_arrays(tmp, manifest))
+        write_files(tmp, per_split, manifest, preview)
+    return manifest
 
 
-def gather_windows(results: list[dict], windows: list[tuple[int, int, int, int]],
-                   shape: tuple[int, int], scene: SceneDescription, scene_dir: Path
+def gather_centres(results: list[dict], scene: SceneDescription, scene_dir: Path
                    ) -> dict[str, np.ndarray]:
-    """The windows' features pasted into scene rasters, their centres in scene order (row-major).
+    """The windows' patch centres (``code``, ``row``, ``col``) in scene order (row-major).
 
-    Returns per modality ``(bands, H, W)`` features, ``invalid`` ``(H, W)``, and ``code``,
-    ``row``, ``col`` per patch centre, checking the windows' reports first.
+    Checks the windows' reports first.
 
     Raises:
         DatasetError: NaN/inf values, label codes outside the class map, or no patch left.
@@ -565,8 +667,8 @@ def gather_windows(results: list[dict], windows: list[tuple[int, int, int, int]]
                            "class map", "add them to the class map (ingest.scene.classes) or "
                            "to the ignored codes (ingest.scene.ignore_codes)")
     keys = ["code", "row", "col"]
-    arrays = {k: np.concatenate([r[k] for r in results if k in r]) for k in keys}
-    if len(arrays["code"]) == 0:
+    centres = {k: np.concatenate([r[k] for r in results]) for k in keys}
+    if len(centres["code"]) == 0:
         dropped = {name: sum(r["dropped_nodata_by"].get(name, 0) for r in results)
                    for name in scene.modalities}
         worst = max(dropped, key=dropped.get) if dropped else None
@@ -578,15 +680,8 @@ def gather_windows(results: list[dict], windows: list[tuple[int, int, int, int]]
                                "prepare.max_nodata_fraction")
         raise DatasetError(scene_dir / scene.labels, "no labelled pixel to cut a patch around",
                            "check the label raster and the ignored codes")
-    order = np.lexsort((arrays["col"], arrays["row"]))
-    arrays = {k: v[order] for k, v in arrays.items()}
-    for name in [*scene.modalities, "invalid"]:
-        first = results[0][name]
-        raster = np.empty(first.shape[:-2] + shape, dtype=first.dtype)
-        for (r0, c0, h, w), result in zip(windows, results, strict=True):
-            raster[..., r0:r0 + h, c0:c0 + w] = result[name]
-        arrays[name] = raster
-    return arrays
+    order = np.lexsort((centres["col"], centres["row"]))
+    return {k: v[order] for k, v in centres.items()}
 
 
 def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
@@ -602,51 +697,48 @@ def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
 
 
 def write_prepared(out_dir: Path, per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
-                   preview: Callable[[Path], None] | None = None,
-                   scene_arrays: dict[str, np.ndarray] | None = None) -> dict:
-    """Add the layout, training statistics and fingerprint to ``manifest``; write all atomically.
+                   preview: Callable[[Path], None] | None = None) -> dict:
+    """Write a dataset whose splits hold their patches (layout ``patches``), atomically.
 
-    Without ``scene_arrays`` (layout ``patches``) a split holds its patches per modality. With
-    them (layout ``scene``) ``scene.npz`` holds the feature rasters per modality and the
-    ``invalid`` mask, and a split holds the centres (``row``, ``col``) and labels: patches are cut
-    when the split is loaded (``read_split``).
+    Adds the layout, the training statistics and the fingerprint to ``manifest``.
     """
-    modalities = list(manifest["modalities"])
-    files = dict(per_split)
-    if scene_arrays is None:
-        manifest["layout"] = PATCHES_LAYOUT
-        manifest["normalisation"] = {m: band_stats(per_split["train"][m]).__dict__
-                                     for m in modalities}
-    else:
-        manifest["layout"] = SCENE_LAYOUT
-        train = per_split["train"]
-        stats = scene_band_stats(scene_arrays, modalities, train["row"], train["col"],
-                                 manifest["patch_size"])
-        manifest["normalisation"] = {m: stats[m].__dict__ for m in modalities}
-        files[SCENE_FILE.removesuffix(".npz")] = scene_arrays
-    manifest["fingerprint"] = fingerprint(files, manifest)
+    manifest["layout"] = PATCHES_LAYOUT
+    manifest["normalisation"] = {m: band_stats(per_split["train"][m]).__dict__
+                                 for m in manifest["modalities"]}
+    manifest["fingerprint"] = fingerprint(per_split, manifest)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for file_name, data in files.items():
-            np.savez(tmp / f"{file_name}.npz", **data)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if preview is not None:
-            preview(tmp / PREVIEW_FILE)
+        write_files(tmp, per_split, manifest, preview)
     return manifest
 
 
-def fingerprint(files: dict[str, dict[str, np.ndarray]], manifest: dict) -> str:
+def write_files(folder: Path, per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
+                preview: Callable[[Path], None] | None) -> None:
+    """The splits' ``.npz`` files, ``manifest.json`` and the preview, into ``folder``."""
+    for name, arrays in per_split.items():
+        np.savez(folder / f"{name}.npz", **arrays)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    if preview is not None:
+        preview(folder / PREVIEW_FILE)
+
+
+def fingerprint(per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
+                scene_windows: list[dict[str, str]] | None = None) -> str:
     """sha256 over every array (name, dtype, shape, bytes) and the manifest (sans fingerprint).
 
-    ``files`` maps each ``.npz`` file's stem (the splits, then ``scene`` if any) to its arrays.
+    ``scene_windows`` are the scene arrays' window digests (``write_window``), in window order.
     Computed from contents, not file bytes: ``.npz`` files carry zip timestamps.
     """
     digest = hashlib.sha256()
-    for file_name in [*SPLITS, *sorted(set(files) - set(SPLITS))]:
-        for key in sorted(files[file_name]):
-            array = np.ascontiguousarray(files[file_name][key])
+    for file_name in SPLITS:
+        for key in sorted(per_split[file_name]):
+            array = np.ascontiguousarray(per_split[file_name][key])
             digest.update(f"{file_name}/{key}/{array.dtype.str}/{array.shape}".encode())
             digest.update(array.tobytes())
+    for name in sorted(scene_windows[0]) if scene_windows else []:
+        digest.update(f"{SCENE_DIR}/{name}".encode())
+        for window in scene_windows:
+            digest.update(bytes.fromhex(window[name]))
     rest = {k: v for k, v in manifest.items() if k != "fingerprint"}
     digest.update(json.dumps(rest, sort_keys=True).encode())
     return "sha256:" + digest.hexdigest()
@@ -667,11 +759,20 @@ def dataset_fingerprint(prepared_dir: Path | str) -> str:
         raise DatasetError(path, "prepared dataset file missing",
                            "run the prepare stage (`dvc repro prepare`)")
     manifest = json.loads(path.read_text())
-    files = {}
-    for file_name in prepared_files(manifest):
-        with np.load(root / f"{file_name}.npz") as data:
-            files[file_name] = dict(data)
-    value = fingerprint(files, manifest)
+    per_split = {}
+    for name in SPLITS:
+        with np.load(root / f"{name}.npz") as data:
+            per_split[name] = dict(data)
+    scene_windows = None
+    if manifest.get("layout") == SCENE_LAYOUT:
+        arrays = open_scene_arrays(root, manifest)
+        grid = manifest["grid"]
+        scene_windows = [
+            {name: window_digest(array[..., r0:r0 + h, c0:c0 + w])
+             for name, array in arrays.items()}
+            for r0, c0, h, w in plan_windows(grid["height"], grid["width"],
+                                             manifest["window_size"])]
+    value = fingerprint(per_split, manifest, scene_windows)
     if manifest.get("fingerprint") not in (None, value):
         raise DatasetError(root, "the split files do not match the manifest's fingerprint "
                            "(modified after the prepare stage)",
@@ -680,9 +781,11 @@ def dataset_fingerprint(prepared_dir: Path | str) -> str:
 
 
 def prepared_files(manifest: dict) -> list[str]:
-    """Stems of the ``.npz`` files of a prepared dataset with this manifest."""
-    scene = [SCENE_FILE.removesuffix(".npz")] if manifest.get("layout") == SCENE_LAYOUT else []
-    return [*SPLITS, *scene]
+    """The data files of a prepared dataset with this manifest, relative to its folder."""
+    scene = []
+    if manifest.get("layout") == SCENE_LAYOUT:
+        scene = [f"{SCENE_DIR}/{name}.npy" for name in [*manifest["modalities"], "invalid"]]
+    return [*(f"{name}.npz" for name in SPLITS), *scene]
 
 
 def read_split(root: Path | str, name: str, scene: dict[str, np.ndarray] | None = None
@@ -691,7 +794,8 @@ def read_split(root: Path | str, name: str, scene: dict[str, np.ndarray] | None 
 
     Per modality ``(N, bands, p, p)`` float32 features (not normalised), ``label`` and, for a
     scene, ``row``/``col``: the same arrays whichever the layout. With layout ``scene`` the
-    patches are cut here from ``scene.npz`` (pass its arrays as ``scene`` to read it only once).
+    patches are cut here from the memory-mapped scene arrays (``open_scene_arrays``; pass them
+    as ``scene`` to open them only once).
 
     Raises:
         ValueError: ``name`` is not a split.
@@ -705,8 +809,7 @@ def read_split(root: Path | str, name: str, scene: dict[str, np.ndarray] | None 
     if manifest.get("layout") != SCENE_LAYOUT:
         return arrays
     if scene is None:
-        with np.load(root / SCENE_FILE) as data:
-            scene = dict(data)
+        scene = open_scene_arrays(root, manifest)
     for modality in manifest["modalities"]:
         arrays[modality] = cut_patches(scene[modality], scene["invalid"], arrays["row"],
                                        arrays["col"], manifest["patch_size"])

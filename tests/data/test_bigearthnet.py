@@ -49,7 +49,7 @@ def test_pairs_follow_the_datasets_own_name_mapping(examples: Path) -> None:
 def test_prepared_examples_keep_the_patches_layout(examples: Path) -> None:
     manifest = json.loads((examples / "prepared/manifest.json").read_text())
     assert manifest["layout"] == "patches"
-    assert not (examples / "prepared/scene.npz").exists()
+    assert not (examples / "prepared/scene").exists()
     with np.load(examples / "prepared/train.npz") as data:
         assert data["optical"].shape[1:] == (10, 120, 120)
     assert dataset_fingerprint(examples / "prepared") == manifest["fingerprint"]

@@ -11,12 +11,15 @@ from pipeline.data.dataset import PreparedDataset
 from pipeline.data.prepare import (
     SPLITS,
     band_stats,
+    create_scene_arrays,
     dataset_fingerprint,
     extract_patches,
+    extract_window,
     prepare_dataset,
     read_split,
     to_features,
 )
+from pipeline.data.scene import SceneDescription
 from pipeline.errors import DatasetError
 
 from ..conftest import SMALL_PREPARE
@@ -87,12 +90,14 @@ def copy_scene(scene_dir: Path, tmp_path: Path) -> Path:
 def test_failed_run_leaves_previous_output_untouched(scene_dir: Path, prepared_dir: Path,
                                                      tmp_path: Path) -> None:
     out = Path(shutil.copytree(prepared_dir, tmp_path / "prepared"))
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     raw = copy_scene(scene_dir, tmp_path)
-    (raw / "sar.tif").unlink()
-    with pytest.raises(DatasetError, match=r"sar\.tif: raster not found"):
-        prepare_dataset(raw, out, SMALL_PREPARE)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    scene = json.loads((raw / "scene.json").read_text())
+    del scene["classes"]["6"]  # found by the window tasks, after they wrote the scene arrays
+    (raw / "scene.json").write_text(json.dumps(scene))
+    with pytest.raises(DatasetError, match=r"label codes \[6\] are not in the class map"):
+        prepare_dataset(raw, out, SMALL_PREPARE.model_copy(update={"window_size": 32}))
+    assert {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -105,6 +110,10 @@ def test_any_window_size_gives_the_whole_scene_extraction(scene_dir: Path, tmp_p
     tiled = prepare_dataset(scene_dir, tmp_path / "tiled", SMALL_PREPARE.model_copy(
         update={"window_size": 20}))
     assert tiled["windows"] == 25 and whole["windows"] == 1
+    for modality, stats in whole["normalisation"].items():  # blocks cut by windows add up
+        for key in ("mean", "std"):
+            np.testing.assert_allclose(tiled["normalisation"][modality][key], stats[key],
+                                       rtol=1e-12)
     for split in SPLITS:
         a, b = load_split(tmp_path / "whole", split), load_split(tmp_path / "tiled", split)
         assert a.keys() == b.keys()
@@ -137,12 +146,19 @@ def test_fingerprint_is_stable_and_recomputable(prepared_dir: Path, tmp_path: Pa
     assert PreparedDataset.open(prepared_dir).fingerprint == manifest["fingerprint"]
 
 
-def test_tampered_split_fails_the_fingerprint(prepared_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tampered", ["split", "scene"])
+def test_tampered_data_fails_the_fingerprint(tampered: str, prepared_dir: Path,
+                                             tmp_path: Path) -> None:
     out = Path(shutil.copytree(prepared_dir, tmp_path / "prepared"))
-    with np.load(out / "test.npz") as stored:
-        data = dict(stored)
-    data["label"][:5] = 0
-    np.savez(out / "test.npz", **data)
+    if tampered == "split":
+        with np.load(out / "test.npz") as stored:
+            data = dict(stored)
+        data["label"][:5] = 0
+        np.savez(out / "test.npz", **data)
+    else:
+        sar = np.load(out / "scene/sar.npy", mmap_mode="r+")
+        sar[1, 50, 60] += 0.5  # one pixel of one band
+        sar.flush()
     with pytest.raises(DatasetError, match="do not match the manifest's fingerprint"):
         dataset_fingerprint(out)
 
@@ -233,9 +249,9 @@ def test_split_files_hold_centres_not_patches(prepared_dir: Path) -> None:
     for split in SPLITS:
         with np.load(prepared_dir / f"{split}.npz") as data:
             assert sorted(data) == ["col", "label", "row"]
-    with np.load(prepared_dir / "scene.npz") as data:
-        assert data["optical"].shape == (4, 96, 96) and data["optical"].dtype == np.float32
-        assert data["invalid"].shape == (96, 96)
+    optical = np.load(prepared_dir / "scene/optical.npy", mmap_mode="r")
+    assert optical.shape == (4, 96, 96) and optical.dtype == np.float32
+    assert np.load(prepared_dir / "scene/invalid.npy").shape == (96, 96)
 
 
 def test_prepared_folder_is_smaller_than_twice_the_scene(scene_dir: Path,
@@ -244,7 +260,7 @@ def test_prepared_folder_is_smaller_than_twice_the_scene(scene_dir: Path,
     for path in scene_dir.glob("*.tif"):
         with rasterio.open(path) as src:
             scene_bytes += src.count * src.height * src.width * np.dtype(src.dtypes[0]).itemsize
-    prepared_bytes = sum(p.stat().st_size for p in prepared_dir.glob("*.npz"))
+    prepared_bytes = sum(p.stat().st_size for p in prepared_dir.rglob("*.np[yz]"))
     patches = sum(json.loads((prepared_dir / "manifest.json").read_text())["split_sizes"].values())
     patch_bytes = patches * (4 + 2) * SMALL_PREPARE.patch_size ** 2 * 4  # the patches, float32
     assert prepared_bytes < 2 * scene_bytes
@@ -284,7 +300,7 @@ def test_prepared_dataset_loads_both_layouts(prepared_dir: Path, tmp_path: Path)
     manifest = json.loads((patches / "manifest.json").read_text())
     for split in SPLITS:
         np.savez(patches / f"{split}.npz", **load_split(prepared_dir, split))
-    (patches / "scene.npz").unlink()
+    shutil.rmtree(patches / "scene")
     manifest["layout"] = "patches"
     (patches / "manifest.json").write_text(json.dumps(manifest))
     patch_layout = PreparedDataset.open(patches).split("val")
@@ -296,6 +312,24 @@ def test_prepared_dataset_loads_both_layouts(prepared_dir: Path, tmp_path: Path)
 
 def test_missing_scene_file_names_the_stage_to_run(prepared_dir: Path, tmp_path: Path) -> None:
     out = Path(shutil.copytree(prepared_dir, tmp_path / "prepared"))
-    (out / "scene.npz").unlink()
-    with pytest.raises(DatasetError, match=r"scene\.npz: prepared dataset file missing.*dvc repro"):
+    (out / "scene/optical.npy").unlink()
+    with pytest.raises(DatasetError,
+                       match=r"scene/optical\.npy: prepared dataset file missing.*dvc repro"):
         PreparedDataset.open(out)
+
+
+def test_window_tasks_write_the_scene_and_return_only_small_summaries(scene_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    scene = SceneDescription.load(scene_dir)
+    create_scene_arrays(tmp_path, {n: len(m.bands) for n, m in scene.modalities.items()},
+                        (96, 96))
+    result = extract_window(str(scene_dir), scene, SMALL_PREPARE, str(tmp_path), (0, 48, 48, 48))
+    returned = sum(a.nbytes for a in [*(result[k] for k in ("code", "row", "col", "block")),
+                                      *result["sums"].values()])
+    written = 48 * 48 * (4 + 2) * 4  # the window's features, float32
+    assert len(result["code"]) > 100 and returned < written / 4
+    with rasterio.open(scene_dir / "optical.tif") as src:
+        optical = src.read(window=rasterio.windows.Window(48, 0, 48, 48))
+    stored = np.load(tmp_path / "scene/optical.npy", mmap_mode="r")
+    np.testing.assert_array_equal(stored[:, :48, 48:], to_features(optical, "optical"))
+    assert not stored[:, 48:, :].any()  # only the task's own window
