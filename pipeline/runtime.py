@@ -8,23 +8,56 @@ has already set win: every setting is a default.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import socket
 import sys
-from pathlib import Path
-
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import filelock
 
 from pipeline.errors import JavaNotFoundError, PipelineBusyError, PortInUseError
 
+# glibc's malloc: blocks up to MMAP_THRESHOLD come from the heap, and the heap keeps up to
+# TRIM_THRESHOLD of freed memory instead of handing it back to the kernel. By default it returns
+# blocks of a few MB (a batch's activations, a window's arrays) when they are freed and takes
+# fresh, zeroed pages at the next allocation: measured here, a 1-thread forward of the default
+# model over 256 samples took 15.5 ms instead of 6.1 ms, every batch.
+MALLOC_MMAP_THRESHOLD = 32 << 20  # the documented maximum (DEFAULT_MMAP_THRESHOLD_MAX)
+MALLOC_TRIM_THRESHOLD = 256 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt() parameters (malloc.h)
+
+
+def allocator_environment() -> dict[str, str]:
+    """The variables that give processes started from here :func:`retain_freed_memory`."""
+    return {"MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD),
+            "MALLOC_TRIM_THRESHOLD_": str(MALLOC_TRIM_THRESHOLD)}
+
+
+def retain_freed_memory() -> bool:
+    """Make this process's malloc keep freed memory for reuse (glibc only; see above).
+
+    Child processes get the same from :func:`allocator_environment`; a process that is already
+    running (this one, a reused Spark Python worker) needs this call. Returns False, changing
+    nothing, where the C library is not glibc or the user set the variables themselves.
+    """
+    if any(key in os.environ and os.environ[key] != value
+           for key, value in allocator_environment().items()):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+                and libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+
 
 def environment_defaults(project_root: Path) -> dict[str, str]:
     """The environment variables the pipeline sets unless the user set them already."""
-    return {
+    return allocator_environment() | {
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
@@ -44,6 +77,7 @@ def configure_environment(project_root: Path | None = None) -> None:
     root = Path(project_root or Path.cwd()).resolve()
     for key, value in environment_defaults(root).items():
         os.environ.setdefault(key, value)
+    retain_freed_memory()
 
 
 def require_java() -> str:

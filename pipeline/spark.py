@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipeline.config import SparkParams
-from pipeline.runtime import require_java
+from pipeline.runtime import allocator_environment, require_java
 
 
 def spark_conf(params: SparkParams) -> dict[str, str]:
@@ -25,7 +25,8 @@ def spark_conf(params: SparkParams) -> dict[str, str]:
         "spark.python.unix.domain.socket.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.executorEnv.PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
-    }
+    } | {f"spark.executorEnv.{key}": os.environ.get(key, value)
+         for key, value in allocator_environment().items()}
     if params.master.startswith("local"):
         conf |= {
             "spark.driver.host": "127.0.0.1",

@@ -1,4 +1,4 @@
-"""Data-parallel inference on real Spark: the model broadcast, mapInArrow over the shards."""
+"""Data-parallel inference on real Spark: the model broadcast, mapPartitions over the shards."""
 
 from pathlib import Path
 
