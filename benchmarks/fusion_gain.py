@@ -18,8 +18,14 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import ModelParams, Params, PrepareParams, SyntheticSceneParams, TrainParams
-from pipeline.config import load_params
+from pipeline.config import (
+    ModelParams,
+    Params,
+    PrepareParams,
+    SyntheticSceneParams,
+    TrainParams,
+    load_params,
+)
 from pipeline.data.dataset import PreparedDataset
 from pipeline.data.prepare import prepare_dataset
 from pipeline.data.synthetic import write_synthetic_scene

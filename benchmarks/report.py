@@ -36,7 +36,8 @@ def _training(figures: dict) -> list[str]:
                 f" | {f['max_worker_param_bytes'] / 1024:,.1f} | {f['max_worker_peak_rss_mb']:,.0f}"
                 f" | {f['comm_share']:.2f} |")
     lines += ["", f"data_parallel traffic knobs at batch {figures['knob_batch_size']}:", "",
-              "| knob | bytes/sample | samples/s | final val accuracy |", "| --- | --- | --- | --- |"]
+              "| knob | bytes/sample | samples/s | final val accuracy |",
+              "| --- | --- | --- | --- |"]
     for name, f in figures["knobs"].items():
         lines.append(f"| {name} | {f['bytes_sent_per_sample']:,.0f} | {f['samples_per_s']:,.0f} "
                      f"| {f['final_val_accuracy']:.3f} |")
@@ -49,7 +50,8 @@ def _inference(figures: dict) -> list[str]:
              f"({figures['baseline_threads']} threads) timed right before and after each "
              f"deployment. Spark start-up, reported separately: "
              f"{figures['spark_startup_s']:.1f} s.", "",
-             "| deployment | workers | samples/s | single process before / after | ÷ single process "
+             "| deployment | workers | samples/s | single process before / after "
+             "| ÷ single process "
              "| batch p50 ms | batch p95 ms | bytes moved per pass | set-up s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for scheme, f in figures["deployments"].items():

@@ -62,8 +62,11 @@ def record_stage_time(name: str, scheme: str | None = None) -> None:
 
 @contextmanager
 def reporting_user_errors(interrupted: str) -> Iterator[None]:
-    """Make SIGTERM unwind like Ctrl-C; turn a known user error into one ``error:`` line and
-    exit status 1, an interruption into the ``interrupted`` line and exit status 130."""
+    """Make SIGTERM unwind like Ctrl-C and report user errors and interruptions.
+
+    A known user error becomes one ``error:`` line and exit status 1, an interruption the
+    ``interrupted`` line and exit status 130.
+    """
     signal.signal(signal.SIGTERM, interrupt)
     try:
         yield

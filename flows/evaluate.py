@@ -1,5 +1,7 @@
-"""Evaluate stage: test metrics with a modality ablation, the land-cover map and inference timed
-the way the scheme deploys; written for DVC and logged to the model's MLflow run.
+"""Evaluate stage: test metrics with a modality ablation, the land-cover map and inference.
+
+Inference is timed the way the scheme deploys; everything is written for DVC and logged to the
+model's MLflow run.
 
 Writes ``metrics`` (a flat DVC metrics file: quality, ablation, map counts, inference figures) and
 the ``reports`` folder (per-class table, confusion matrix JSON + PNG, ablation, map GeoTIFF + PNG,
@@ -79,8 +81,10 @@ def time_inference(spark: object, config: Params, scheme: str, model: str, data:
 
 
 def scheme_of(model: str, config: Params) -> str:
-    """The scheme a model folder was trained under: its name (``models/<scheme>``), else
-    ``train.scheme``."""
+    """The scheme a model folder was trained under.
+
+    That is its name (``models/<scheme>``), else ``train.scheme``.
+    """
     name = Path(model).name
     return name if name in ALL_SCHEMES else config.train.scheme
 
@@ -90,8 +94,11 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
                   data: str = LAYOUT.prepared,
                   metrics: str = LAYOUT.metrics_file("data_parallel"), raw: str = LAYOUT.raw,
                   reports: str | None = None, scheme: str | None = None) -> dict[str, float]:
-    """Evaluate, map and time the model in ``model``; write ``metrics`` and ``reports`` (default
-    ``reports/<scheme>``) and log both to the model's MLflow run."""
+    """Evaluate, map and time the model in ``model``.
+
+    Writes ``metrics`` and ``reports`` (default ``reports/<scheme>``) and logs both to the
+    model's MLflow run.
+    """
     config = load_params(params)
     scheme = scheme or scheme_of(model, config)
     config = config.for_scheme(scheme)
@@ -131,8 +138,11 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m flows.evaluate [--params P] [--scheme S] [--model DIR] [--data DIR]
-    [--raw DIR] [--metrics FILE] [--reports DIR]``."""
+    """Run the evaluate stage from the command line.
+
+    ``python -m flows.evaluate [--params P] [--scheme S] [--model DIR] [--data DIR]
+    [--raw DIR] [--metrics FILE] [--reports DIR]``.
+    """
     run_stage(evaluate_flow, __doc__, {
         "params": LAYOUT.params, "scheme": None, "model": LAYOUT.model_dir("data_parallel"),
         "data": LAYOUT.prepared, "raw": LAYOUT.raw,

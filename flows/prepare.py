@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from flows._cli import run_stage
 from flows.layout import LAYOUT
-from prefect.cache_policies import NO_CACHE
-
 from pipeline.config import PrepareParams, load_params
 from pipeline.data.bigearthnet import is_bigearthnet, prepare_bigearthnet
 from pipeline.data.prepare import prepare_dataset

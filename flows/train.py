@@ -32,8 +32,10 @@ from pipeline.training.trainer import train_model
 @task(cache_policy=NO_CACHE)
 def train_on_spark(spark: object, train: TrainParams, model: ModelParams, data: str,
                    checkpoints: str) -> tuple[TrainJob, TrainResult]:
-    """Run distributed training on the Spark application ``spark``; a retry resumes from the
-    last checkpoint in ``checkpoints``."""
+    """Run distributed training on the Spark application ``spark``.
+
+    A retry resumes from the last checkpoint in ``checkpoints``.
+    """
     return train_model(spark, train, model, Path(data), checkpoint_dir=Path(checkpoints))
 
 

@@ -310,7 +310,8 @@ class Params(_Section):
         layers = self.model.branch_depth + 2
         if self.train.model_parallel.pipeline_stages > layers:
             raise ValueError(
-                f"train.model_parallel.pipeline_stages ({self.train.model_parallel.pipeline_stages})"
+                f"train.model_parallel.pipeline_stages "
+                f"({self.train.model_parallel.pipeline_stages})"
                 f" exceeds the model's {layers} layers (model.branch_depth + 2)")
         return self
 

@@ -50,8 +50,11 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
 
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray,
                        scores: np.ndarray) -> dict[str, float]:
-    """Multi-label: micro and macro F1 of the thresholded decisions, mean average precision of
-    the scores (over the classes present in ``y_true``), and label accuracy."""
+    """Multi-label metrics: micro and macro F1, mean average precision and label accuracy.
+
+    F1 is of the thresholded decisions, mean average precision of the scores (over the classes
+    present in ``y_true``).
+    """
     present = y_true.sum(0) > 0
     return {
         "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
@@ -107,8 +110,9 @@ class Evaluation:
 
 def evaluate_split(model: MultimodalCNN, split: PatchSplit, class_names: list[str],
                    threshold: float = 0.5, ablation: bool = True) -> Evaluation:
-    """Score ``model`` on ``split``; with ``ablation``, once more per modality replaced by its
-    training mean.
+    """Score ``model`` on ``split``.
+
+    With ``ablation``, score it once more per modality replaced by its training mean.
 
     ``metrics`` holds the headline metrics, ``samples``, and per modality ``m``
     ``ablation_<m>_<metric>`` and ``ablation_<m>_<metric>_drop`` (full minus ablated) for every
@@ -192,8 +196,11 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], out: Path,
 
 
 def write_reports(evaluation: Evaluation, out_dir: Path, title: str = "") -> list[Path]:
-    """Write the per-class table (CSV), the confusion matrix (JSON and PNG) and the ablation
-    (JSON) into ``out_dir`` (which must exist); returns the files written."""
+    """Write the evaluation's reports into ``out_dir`` (which must exist).
+
+    These are the per-class table (CSV), the confusion matrix (JSON and PNG) and the ablation
+    (JSON). Returns the files written.
+    """
     out_dir = Path(out_dir)
     written = [out_dir / PER_CLASS_FILE]
     with open(written[0], "w", newline="") as handle:

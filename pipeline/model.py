@@ -92,6 +92,7 @@ class Unit:
     fn: Callable[[Activations], Activations]
 
     def __call__(self, env: Activations) -> Activations:
+        """Apply the unit to the activations ``env``."""
         return self.fn(env)
 
 

@@ -20,7 +20,10 @@ CONFIG_FILE = "model.json"
 
 def save_model(out_dir: Path, state_dict: dict[str, torch.Tensor], config: ModelConfig,
                class_names: list[str], extra: dict[str, object] | None = None) -> None:
-    """Write ``model.pt``, ``model.json`` and any ``extra`` JSON files into ``out_dir``, atomically."""
+    """Write ``model.pt``, ``model.json`` and any ``extra`` JSON files into ``out_dir``.
+
+    The folder is written atomically.
+    """
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         torch.save(state_dict, tmp / WEIGHTS_FILE)

@@ -15,8 +15,10 @@ TASKS = (SINGLE_LABEL, MULTI_LABEL)
 
 
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """Loss of every sample ``(N,)``: cross-entropy, or binary cross-entropy averaged over the
-    classes of a multi-hot label."""
+    """Loss of every sample ``(N,)``.
+
+    Cross-entropy, or binary cross-entropy averaged over the classes of a multi-hot label.
+    """
     if task == MULTI_LABEL:
         return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
     return F.cross_entropy(logits, labels, reduction="none")
@@ -30,6 +32,9 @@ def decide(logits: torch.Tensor, task: str, threshold: float = 0.5) -> torch.Ten
 
 
 def correct_and_total(decisions: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Correct decisions and decisions made: per sample (single-label), or per sample and class
-    (multi-label: the label accuracy, one minus the Hamming loss)."""
+    """Correct decisions and decisions made.
+
+    Counted per sample (single-label), or per sample and class (multi-label: the label
+    accuracy, one minus the Hamming loss).
+    """
     return float((decisions == labels).sum()), float(labels.numel())

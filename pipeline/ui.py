@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         params = load_params(args.params)
         require_free_port(args.host, args.port, "the MLflow UI",
-                          f"stop what is using it, or choose another: `make ui PORT={args.port + 1}`")
+                          f"stop what is using it, or choose another: "
+                          f"`make ui PORT={args.port + 1}`")
     except (ParamsError, PortInUseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -58,10 +58,12 @@ def run_stage(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess
 PREPARE = PrepareParams(seed=0)
 
 
-# --- params.yaml: unknown keys, bad values, inconsistent settings ----------------------------------
+# --- params.yaml: unknown keys, bad values, inconsistent settings ---------------------------------
 def test_unknown_key_suggests_the_nearest_valid_key(tmp_path: Path) -> None:
     path = write(tmp_path, {"train": {"batch_sise": 32}})
-    with pytest.raises(ParamsError, match=r"train\.batch_sise.*unknown key.*did you mean 'batch_size'"):
+    with pytest.raises(ParamsError,
+                       match=r"train\.batch_sise.*unknown key.*"
+                             r"did you mean 'batch_size'"):
         load_params(path)
 
 
@@ -90,7 +92,8 @@ def test_patch_size_must_be_odd(tmp_path: Path) -> None:
 
 def test_split_fractions_must_sum_to_one(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="must equal 1"):
-        load_params(write(tmp_path, {"prepare": {"split": {"train": 0.5, "val": 0.1, "test": 0.1}}}))
+        load_params(write(tmp_path,
+                          {"prepare": {"split": {"train": 0.5, "val": 0.1, "test": 0.1}}}))
 
 
 def test_unknown_scheme_lists_valid_schemes(tmp_path: Path) -> None:
@@ -131,10 +134,11 @@ def test_typo_inside_a_modality_suggests_the_key(tmp_path: Path) -> None:
     scene = {"modalities": {"s2": {"path": "a.tif", "kind": "optical", "bands": ["B02"],
                                    "resampeling": "nearest"}},
              "labels": "l.tif", "classes": {1: "a", 2: "b"}}
-    with pytest.raises(ParamsError, match=r"modalities\.s2\.resampeling.*did you mean 'resampling'"):
+    with pytest.raises(ParamsError,
+                       match=r"modalities\.s2\.resampeling.*did you mean 'resampling'"):
         load_params(write(tmp_path, {"ingest": {"source": "scene", "scene": scene}}))
 
-# --- Stage commands: one clear line and exit status 1 ----------------------------------------------
+# --- Stage commands: one clear line and exit status 1 ---------------------------------------------
 def test_params_typo_stops_the_stage_with_the_field_and_fix(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"epoch": 3}}))
@@ -153,7 +157,7 @@ def test_missing_input_names_the_stage_to_run(tmp_path: Path) -> None:
     assert "dvc repro ingest" in done.stderr
     assert not (tmp_path / "out").exists()
 
-# --- Your own rasters (scene mode ingestion) -------------------------------------------------------
+# --- Your own rasters (scene mode ingestion) ------------------------------------------------------
 def test_missing_file_names_the_file_and_the_params_field(user_data: Path) -> None:
     params = scene_params(labels="nope.tif")
     with pytest.raises(DatasetError, match=r"nope\.tif: raster not found.*params\.yaml"):
@@ -199,7 +203,7 @@ def test_sar_in_decibels_is_refused(user_data: Path) -> None:
     with pytest.raises(DatasetError, match=r"S1_VV\.tif: band VV has negative values.*linear"):
         ingest_scene(scene_params(), user_data, user_data / "raw")
 
-# --- Preparation of an ingested scene --------------------------------------------------------------
+# --- Preparation of an ingested scene -------------------------------------------------------------
 def test_missing_scene_description_names_the_stage_to_run(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"scene\.json.*dvc repro ingest"):
         prepare_dataset(tmp_path, tmp_path / "out", SMALL_PREPARE)
@@ -219,7 +223,8 @@ def test_unknown_label_codes_are_reported(scene_dir: Path, tmp_path: Path) -> No
     scene = json.loads((raw / "scene.json").read_text())
     del scene["classes"]["6"]
     (raw / "scene.json").write_text(json.dumps(scene))
-    with pytest.raises(DatasetError, match=r"labels\.tif: label codes \[6\] are not in the class map"):
+    with pytest.raises(DatasetError,
+                       match=r"labels\.tif: label codes \[6\] are not in the class map"):
         prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
 
 
@@ -270,7 +275,7 @@ def test_class_with_too_few_samples_is_an_error(scene_dir: Path, tmp_path: Path)
                                            r"patches.*too few to split.*ignored codes"):
         prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
 
-# --- BigEarthNet-MM --------------------------------------------------------------------------------
+# --- BigEarthNet-MM -------------------------------------------------------------------------------
 def test_unknown_corine_label_names_the_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"meta\.json: field 'labels': \['Lava'\]"):
         labels_19(["Lava"], tmp_path / "meta.json")
@@ -292,7 +297,7 @@ def test_missing_root_names_the_field(tmp_path: Path) -> None:
         ingest_bigearthnet(params, tmp_path, tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
 
-# --- The machine: Java, ports ----------------------------------------------------------------------
+# --- The machine: Java, ports ---------------------------------------------------------------------
 def test_missing_java_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.data.dataset import PatchSplit
 from pipeline.evaluation import (
     ABLATION_FILE,
     CONFUSION_JSON,
@@ -17,7 +18,6 @@ from pipeline.evaluation import (
     with_training_mean,
     write_reports,
 )
-from pipeline.data.dataset import PatchSplit
 from pipeline.model import ModelConfig, MultimodalCNN
 from pipeline.objective import MULTI_LABEL
 

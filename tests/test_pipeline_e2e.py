@@ -97,7 +97,8 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
                     "inference_ratio_to_single_process", "inference_batch_p95_ms",
                     "spark_startup_s"):
             assert run.data.metrics[key] == pytest.approx(metrics[key])
-        assert metrics["inference_agreement"] == 1.0  # the deployment predicts what one process does
+        # the deployment predicts what one process does
+        assert metrics["inference_agreement"] == 1.0
         reports = project / "reports" / scheme
         for name in ("confusion_matrix.png", "per_class.csv", "landcover_map.tif",
                      "landcover_map.png", "inference.json", "ablation.json"):

@@ -1,4 +1,4 @@
-"""BigEarthNet-MM: Sentinel-1 + Sentinel-2 patch folders, multi-label over the 19-class nomenclature.
+"""BigEarthNet-MM: Sentinel-1 + Sentinel-2 patch folders, multi-label (19-class nomenclature).
 
 Layout (BigEarthNet v1): ``<S2 root>/<S2 name>/<S2 name>_<BAND>.tif`` for 12 bands at 10, 20 and
 60 m (120, 60 and 20 pixels a side) plus ``<S2 name>_labels_metadata.json``; ``<S1 root>/<S1

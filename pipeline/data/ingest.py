@@ -6,8 +6,8 @@ every modality is reprojected onto it with its own resampling method (SAR in lin
 delivered by Sentinel-1 GRD; a mean of decibels would be biased), labels are never resampled. The
 result is a scene folder in the ``scene.json`` contract that the prepare stage reads.
 
-Reprojection goes band by band through GDAL's chunked warper (``rasterio.band`` in, ``rasterio.band``
-out), so a modality never has to fit in memory here.
+Reprojection goes band by band through GDAL's chunked warper (``rasterio.band`` in,
+``rasterio.band`` out), so a modality never has to fit in memory here.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def ingest_scene(params: SceneParams, base: Path, out_dir: Path) -> SceneDescrip
         if np.dtype(ref.dtypes[0]).kind not in "iu":
             raise DatasetError(labels_path, f"label raster has data type {ref.dtypes[0]}",
                                "use integer class codes (e.g. uint8/uint16)")
-        for name, sources in bands.items():
+        for sources in bands.values():
             for source in sources:
                 with rasterio.open(source.path) as src:
                     _check_overlap(source.path, src, ref, labels_path)

@@ -1,5 +1,7 @@
-"""What an inference deployment is asked to time, as plain picklable values (it crosses into
-Spark tasks), and the samples it times."""
+"""What an inference deployment is asked to time, and the samples it times.
+
+The job is made of plain picklable values: it crosses into Spark tasks.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from pipeline.training.job import ParallelSettings
 
 @dataclass(frozen=True)
 class InferJob:
-    """One deployment's timing: ``samples`` samples of ``split`` in batches of ``batch_size``,
-    ``warmup`` untimed passes, then ``repeats`` timed ones.
+    """One deployment's timing.
+
+    ``samples`` samples of ``split`` in batches of ``batch_size``, ``warmup`` untimed passes,
+    then ``repeats`` timed ones.
 
     ``model_dir`` and ``data_dir`` must be readable at the same path on every executor: the
     workers read the model and their samples there, as the training workers read their data.
@@ -46,6 +50,9 @@ class InferJob:
 
 
 def timed_inputs(data_dir: str, split: str, samples: int) -> dict[str, torch.Tensor]:
-    """The first ``samples`` samples of ``split`` of the prepared dataset at ``data_dir``
-    (repeated in order when the split is smaller): what every deployment times."""
+    """What every deployment times: the first ``samples`` samples of ``split``.
+
+    They come from the prepared dataset at ``data_dir``, repeated in order when the split is
+    smaller.
+    """
     return tiled(PreparedDataset.open(data_dir).split(split).inputs, samples)

@@ -66,8 +66,10 @@ class MapJob:
 
 
 def map_dtype(class_codes: list[int]) -> tuple[str, int]:
-    """The smallest GeoTIFF type with a colour table for the codes, and a nodata value not
-    among them."""
+    """The smallest GeoTIFF type with a colour table for the codes, and a nodata value.
+
+    The nodata value is not among the codes.
+    """
     if max(class_codes) < 255:
         return "uint8", 255
     if max(class_codes) < 65535:
@@ -76,8 +78,11 @@ def map_dtype(class_codes: list[int]) -> tuple[str, int]:
 
 
 def _axis(start: int, length: int, size: int, half: int, stride: int) -> np.ndarray:
-    """Positions on the scene's stride grid (first at ``half``) inside ``[start, start+length)``
-    whose patch fits in the scene."""
+    """Positions on the scene's stride grid inside ``[start, start+length)``.
+
+    The grid's first position is at ``half``; only positions whose patch fits in the scene are
+    returned.
+    """
     first = half + max(0, -(-(start - half) // stride)) * stride
     return np.arange(first, min(start + length, size - half), stride)
 
@@ -149,8 +154,10 @@ def map_window(job: MapJob, core: tuple[int, int, int, int]) -> dict[str, Any]:
 
 
 def _patches(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
-    """Patches centred at ``rows, cols`` of ``(bands, H, W)`` -> ``(N, bands, p, p)`` (or
-    ``(H, W)`` -> ``(N, p, p)``)."""
+    """Patches centred at ``rows, cols``.
+
+    ``(bands, H, W)`` -> ``(N, bands, p, p)`` (or ``(H, W)`` -> ``(N, p, p)``).
+    """
     half = size // 2
     windows = sliding_window_view(image, (size, size), axis=(-2, -1))
     if image.ndim == 2:
@@ -177,8 +184,9 @@ def colour_table(class_codes: list[int]) -> dict[int, tuple[int, int, int, int]]
 def write_landcover_map(job: MapJob, out: Path, spark: Any | None = None,
                         window_size: int = 64, tags: dict[str, str] | None = None
                         ) -> dict[str, float]:
-    """Classify the scene window by window (Spark tasks when ``spark`` is given) and write the
-    map GeoTIFF ``out`` atomically; returns pixel counts.
+    """Classify the scene and write the map GeoTIFF ``out`` atomically; returns pixel counts.
+
+    The scene is classified window by window (Spark tasks when ``spark`` is given).
 
     Raises:
         DatasetError: the scene's label raster (the reference grid) is missing or unreadable.
@@ -224,8 +232,11 @@ def read_class_names(path: Path) -> dict[int, str]:
 
 
 def write_map_preview(map_path: Path, out: Path, max_side: int = 1024, title: str = "") -> None:
-    """A PNG of the map (decimated to ``max_side`` pixels), coloured by its colour table, with a
-    legend of the class names and a grey for pixels not predicted."""
+    """Write a PNG of the map (decimated to ``max_side`` pixels).
+
+    It is coloured by the map's colour table, with a legend of the class names and a grey for
+    pixels not predicted.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -37,8 +37,11 @@ from pipeline.training.schemes import run_with_timeout
 
 
 def infer_worker(job: InferJob) -> dict[str, Any] | None:
-    """Time forward-only passes of this worker's share of the layout; rank 0 returns every
-    worker's figures and the decisions of the last pass (``None`` on other ranks)."""
+    """Time forward-only passes of this worker's share of the layout.
+
+    Rank 0 returns every worker's figures and the decisions of the last pass (``None`` on
+    other ranks).
+    """
     begun = time.perf_counter()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     torch.set_num_threads(1)

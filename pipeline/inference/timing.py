@@ -63,8 +63,11 @@ class Timing:
 
 
 def compare(deployment: Timing, baseline: Timing) -> dict[str, float]:
-    """The deployment's figures, the baseline's (``inference_single_process_*``) and the
-    throughput ratio of the two (``inference_ratio_to_single_process``)."""
+    """The deployment's figures, the baseline's and the throughput ratio of the two.
+
+    The baseline's figures are named ``inference_single_process_*``, the ratio
+    ``inference_ratio_to_single_process``.
+    """
     ratio = (deployment.metrics()["inference_samples_per_s"]
              / baseline.metrics()["inference_samples_per_s"])
     return (deployment.metrics() | baseline.metrics("inference_single_process_")

@@ -31,8 +31,10 @@ class ParallelSettings:
 
 @dataclass(frozen=True)
 class Fault:
-    """A failure to inject (tests of failure handling): at ``step``, worker ``rank`` raises
-    (``crash``), stops responding (``hang``) or is killed with SIGKILL (``kill``).
+    """A failure to inject (tests of failure handling).
+
+    At ``step``, worker ``rank`` raises (``crash``), stops responding (``hang``) or is killed
+    with SIGKILL (``kill``).
     """
 
     rank: int

@@ -1,4 +1,4 @@
-"""Where each unit of the network runs under the model-parallel schemes, and the traffic that implies.
+"""Where each unit of the network runs under the model-parallel schemes, and the implied traffic.
 
 A :class:`Layout` assigns every unit of :class:`~pipeline.model.MultimodalCNN` to a local rank of a
 replica; ``replicas`` copies of that layout train on disjoint shards of each global batch (hybrid).

@@ -53,11 +53,13 @@ class LayoutRunner:
 
     def forward(self, inputs: dict[str, torch.Tensor], size: int, batch: int, purpose: str,
                 works: list) -> tuple[dict[str, torch.Tensor], list[str], list[tuple[str, int]]]:
-        """Run this worker's units on (micro-)batch ``batch`` of ``size`` samples (``inputs``
-        per modality, where this worker reads them). Activations for other ranks are sent
-        without waiting (their works appended to ``works``); received ones require grad when
-        grad is enabled. Returns the activations, the keys received and the (key, local rank)
-        pairs sent."""
+        """Run this worker's units on (micro-)batch ``batch`` of ``size`` samples.
+
+        ``inputs`` holds the samples per modality, where this worker reads them. Activations
+        for other ranks are sent without waiting (their works appended to ``works``); received
+        ones require grad when grad is enabled. Returns the activations, the keys received and
+        the (key, local rank) pairs sent.
+        """
         env: dict[str, torch.Tensor] = {}
         received: list[str] = []
         sent: list[tuple[str, int]] = []

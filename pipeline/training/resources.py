@@ -35,8 +35,11 @@ class ResourceMeter:
 
 
 def spark_executor(process: psutil.Process) -> str:
-    """The Spark executor this process runs under: the ``--executor-id`` of its executor JVM
-    ancestor, or ``"driver"`` when the tasks run inside the driver (local master)."""
+    """The Spark executor this process runs under.
+
+    That is the ``--executor-id`` of its executor JVM ancestor, or ``"driver"`` when the tasks
+    run inside the driver (local master).
+    """
     for ancestor in process.parents():
         try:
             cmdline = ancestor.cmdline()

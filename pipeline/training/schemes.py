@@ -66,8 +66,10 @@ def expected_bytes_per_step(job: TrainJob, patch_size: int) -> dict[str, float]:
 
 
 def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
-    """Train ``job`` on the Spark application ``spark``; rank 0's result, with every worker's
-    figures, the analytic traffic and the loopback interface's byte count.
+    """Train ``job`` on the Spark application ``spark``; returns rank 0's result.
+
+    The result comes with every worker's figures, the analytic traffic and the loopback
+    interface's byte count.
 
     Raises:
         TrainingError: too few task slots, a worker failed (named in the message), or training
@@ -111,8 +113,10 @@ def _check_scheme(name: str) -> None:
 
 def run_with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float,
                      group: str | None = None) -> Any:
-    """Run ``run`` (which starts Spark jobs) in Spark job group ``group`` (a new one if not
-    given); cancel the group if it outlasts ``timeout_s`` or the driver is interrupted.
+    """Run ``run`` (which starts Spark jobs) in Spark job group ``group``.
+
+    A new group is made if none is given. The group is cancelled if it outlasts ``timeout_s``
+    or the driver is interrupted.
     """
     context = spark.sparkContext
     group = group or f"landcover-{uuid.uuid4().hex}"
@@ -146,8 +150,10 @@ def run_with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float,
 
 
 def _task_slots(spark: Any) -> int | None:
-    """How many tasks a local application can run at once (``None`` on a cluster, whose
-    executors may still be joining: there the barrier stage waits for them).
+    """How many tasks a local application can run at once.
+
+    ``None`` on a cluster, whose executors may still be joining: there the barrier stage waits
+    for them.
     """
     context = spark.sparkContext
     if not context.master.startswith("local"):

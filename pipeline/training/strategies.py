@@ -51,8 +51,11 @@ class Strategy(ABC):
 
     @abstractmethod
     def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
-        """One optimiser step on global batch ``batch``; returns (sum of losses, samples) seen
-        by this worker's loss (zero on workers that compute no loss)."""
+        """One optimiser step on global batch ``batch``.
+
+        Returns (sum of losses, samples) seen by this worker's loss (zero on workers that
+        compute no loss).
+        """
 
     @abstractmethod
     def correct_predictions(self, val: PatchSplit) -> tuple[float, float]:
@@ -60,8 +63,10 @@ class Strategy(ABC):
 
     @abstractmethod
     def local_state(self) -> dict[str, torch.Tensor]:
-        """This worker's entries of the full model's state dict (empty where it holds a copy
-        that another worker already contributes)."""
+        """This worker's entries of the full model's state dict.
+
+        Empty where it holds a copy that another worker already contributes.
+        """
 
     @property
     @abstractmethod

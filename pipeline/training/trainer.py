@@ -47,8 +47,10 @@ def make_job(train: TrainParams, model: ModelParams, data_dir: Path, scheme: str
 def train_model(spark: Any, train: TrainParams, model: ModelParams, data_dir: Path,
                 scheme: str | None = None,
                 checkpoint_dir: Path | None = None) -> tuple[TrainJob, TrainResult]:
-    """Train under ``scheme`` (default ``train.scheme``) on the Spark application ``spark``,
-    checkpointing to (and resuming from) ``checkpoint_dir`` when given."""
+    """Train under ``scheme`` (default ``train.scheme``) on the Spark application ``spark``.
+
+    Checkpoints to (and resumes from) ``checkpoint_dir`` when given.
+    """
     task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
     job = make_job(train, model, data_dir, scheme, threads_per_worker=task_cpus,
                    checkpoint_dir=checkpoint_dir)

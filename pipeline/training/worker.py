@@ -64,7 +64,8 @@ def _inject_fault(job: TrainJob, rank: int, step: int) -> None:
         raise RuntimeError(f"injected fault at step {step}")
 
 
-def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int]) -> TrainResult | None:
+def _train(job: TrainJob, rank: int, world_size: int,
+           position: dict[str, int]) -> TrainResult | None:
     dataset = PreparedDataset.open(job.data_dir)
     train = dataset.split("train")
     val = dataset.split("val") if job.validate else None
