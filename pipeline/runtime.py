@@ -40,9 +40,10 @@ def allocator_environment() -> dict[str, str]:
 def retain_freed_memory() -> bool:
     """Make this process's malloc keep freed memory for reuse (glibc only; see above).
 
-    Child processes get the same from :func:`allocator_environment`; a process that is already
-    running (this one, a reused Spark Python worker) needs this call. Returns False, changing
-    nothing, where the C library is not glibc or the user set the variables themselves.
+    Processes started after :func:`configure_environment` (the Spark JVM and its Python workers,
+    torchrun's workers) read :func:`allocator_environment` when they start; the process that is
+    already running needs this call. Returns False, changing nothing, where the C library is not
+    glibc or the user set the variables themselves.
     """
     if any(key in os.environ and os.environ[key] != value
            for key, value in allocator_environment().items()):

@@ -185,9 +185,7 @@ def block_pixel_sums(features: dict[str, np.ndarray], invalid: np.ndarray, rows:
                                mask).astype(np.float64)
         per_patch[dirty, :, 0] = filled.sum(axis=(2, 3))
         per_patch[dirty, :, 1] = np.square(filled).sum(axis=(2, 3))
-        per_patch[clean, :, 0] = box_sums(image, rows[clean], cols[clean], patch_size, stride)
-        per_patch[clean, :, 1] = box_sums(image, rows[clean], cols[clean], patch_size, stride,
-                                          power=2)
+        per_patch[clean] = box_sums(image, rows[clean], cols[clean], patch_size, stride)
         flat = per_patch.reshape(len(rows), image.shape[0] * 2)
         sums[name] = np.stack([np.bincount(index, flat[:, k], minlength=len(unique))
                                for k in range(flat.shape[1])], axis=1).reshape(
@@ -196,35 +194,37 @@ def block_pixel_sums(features: dict[str, np.ndarray], invalid: np.ndarray, rows:
 
 
 def box_sums(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch_size: int,
-             stride: int, power: int = 1, strip: int = 32) -> np.ndarray:
-    """Per centre and band, the float64 sum of ``image ** power`` over its patch.
+             stride: int, strip: int = 32) -> np.ndarray:
+    """Per centre and band, the float64 sum and sum of squares of ``image`` over its patch.
 
     ``image`` is ``(bands, H, W)``; the centres lie on a grid of step ``stride``. Strips of
-    ``strip`` grid rows at a time, small enough to stay in cache: the strip's pixels in float64
-    (raised to ``power``), the patch's columns added as strided views at the grid's columns,
-    then its rows at the grid's rows. No patch is cut and no running sum loses precision.
-    Returns ``(N, bands)``.
+    ``strip`` grid rows at a time, small enough to stay in cache: the strip's pixels and their
+    squares in float64, the patch's columns added as strided views at the grid's columns, then its
+    rows at the grid's rows. No patch is cut and no running sum loses precision.
+    Returns ``(N, bands, 2)``.
     """
     bands = image.shape[0]
     if len(rows) == 0:
-        return np.zeros((0, bands))
+        return np.zeros((0, bands, 2))
     half = patch_size // 2
     top, left = rows.min(), cols.min()
     grid_rows, grid_cols = (rows.max() - top) // stride + 1, (cols.max() - left) // stride + 1
     columns = slice(left - half, left + (grid_cols - 1) * stride + half + 1)
-    grid = np.zeros((bands, grid_rows, grid_cols))
+    grid = np.zeros((2, bands, grid_rows, grid_cols))
     for first in range(0, grid_rows, strip):
         count = min(strip, grid_rows - first)
         start = top - half + first * stride
-        pixels = image[:, start:start + (count - 1) * stride + patch_size, columns]
-        pixels = np.power(pixels, power, dtype=np.float64)
-        across = np.zeros(pixels.shape[:2] + (grid_cols,))
+        values = image[:, start:start + (count - 1) * stride + patch_size, columns]
+        pixels = np.empty((2, *values.shape))
+        pixels[0] = values
+        np.square(pixels[0], out=pixels[1])
+        across = np.zeros(pixels.shape[:3] + (grid_cols,))
         for k in range(patch_size):
-            across += pixels[:, :, k:k + (grid_cols - 1) * stride + 1:stride]
-        out = grid[:, first:first + count]
+            across += pixels[..., k:k + (grid_cols - 1) * stride + 1:stride]
+        out = grid[:, :, first:first + count]
         for k in range(patch_size):
-            out += across[:, k:k + (count - 1) * stride + 1:stride]
-    return grid[:, (rows - top) // stride, (cols - left) // stride].T
+            out += across[:, :, k:k + (count - 1) * stride + 1:stride]
+    return grid[:, :, (rows - top) // stride, (cols - left) // stride].transpose(2, 1, 0)
 
 
 def training_stats(results: list[dict], train_blocks: np.ndarray, patches: int,
@@ -396,17 +396,15 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     return result
 
 
-def window_sums(values: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+def window_sums(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                 patch_size: int) -> np.ndarray:
-    """Per centre, the sum of ``values`` over the ``patch_size`` square around it.
+    """Per centre, how many pixels of the ``patch_size`` square around it are set in ``mask``.
 
-    For a boolean mask, how many of its pixels are set (int64); for floats, a float64 sum. A
-    summed-area table: O(H W) once, then four lookups per centre (no patch is materialised).
+    A summed-area table: O(H W) once, then four lookups per centre (no patch is materialised).
     """
     half = patch_size // 2
-    dtype = np.float64 if values.dtype.kind == "f" else np.int64
-    table = np.zeros((values.shape[0] + 1, values.shape[1] + 1), dtype=dtype)
-    np.cumsum(np.cumsum(values, axis=0, dtype=dtype), axis=1, out=table[1:, 1:])
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
     top, left = rows - half, cols - half
     bottom, right = top + patch_size, left + patch_size
     return table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
@@ -414,6 +412,16 @@ def window_sums(values: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
 # ---------------------------------------------------------------------------------------------
 # The scene arrays: one .npy per modality (and the nodata mask), written window by window.
+
+
+def scene_array_names(manifest: dict) -> list[str]:
+    """The scene arrays of a prepared dataset: one per modality, then ``invalid``."""
+    return [*manifest["modalities"], "invalid"]
+
+
+def scene_array_file(name: str) -> str:
+    """Where scene array ``name`` (a modality, or ``invalid``) lies in a prepared dataset."""
+    return f"{SCENE_DIR}/{name}.npy"
 
 
 def create_scene_arrays(out_dir: Path, modalities: dict[str, int], shape: tuple[int, int]
@@ -425,9 +433,9 @@ def create_scene_arrays(out_dir: Path, modalities: dict[str, int], shape: tuple[
     """
     (out_dir / SCENE_DIR).mkdir()
     for name, bands in modalities.items():
-        np.lib.format.open_memmap(out_dir / SCENE_DIR / f"{name}.npy", mode="w+",
+        np.lib.format.open_memmap(out_dir / scene_array_file(name), mode="w+",
                                   dtype=np.float32, shape=(bands, *shape))
-    np.lib.format.open_memmap(out_dir / SCENE_DIR / "invalid.npy", mode="w+", dtype=bool,
+    np.lib.format.open_memmap(out_dir / scene_array_file("invalid"), mode="w+", dtype=bool,
                               shape=shape)
 
 
@@ -436,7 +444,7 @@ def write_window(out_dir: Path, arrays: dict[str, np.ndarray], corner: tuple[int
     """Write each array's window at ``corner`` of its scene array; the digest of each."""
     r0, c0 = corner
     for name, window in arrays.items():
-        target = np.load(out_dir / SCENE_DIR / f"{name}.npy", mmap_mode="r+")
+        target = np.load(out_dir / scene_array_file(name), mmap_mode="r+")
         height, width = window.shape[-2:]
         target[..., r0:r0 + height, c0:c0 + width] = window
         del target  # a shared mapping: the page cache holds the pixels for every reader
@@ -450,8 +458,8 @@ def window_digest(window: np.ndarray) -> str:
 
 def open_scene_arrays(root: Path, manifest: dict, mode: str = "r") -> dict[str, np.ndarray]:
     """The scene arrays of a prepared dataset (layout ``scene``), memory-mapped."""
-    names = [*manifest["modalities"], "invalid"]
-    return {name: np.load(root / SCENE_DIR / f"{name}.npy", mmap_mode=mode) for name in names}
+    return {name: np.load(root / scene_array_file(name), mmap_mode=mode)
+            for name in scene_array_names(manifest)}
 
 
 def _fill_invalid(patches: np.ndarray, invalid: np.ndarray) -> np.ndarray:
@@ -784,7 +792,7 @@ def prepared_files(manifest: dict) -> list[str]:
     """The data files of a prepared dataset with this manifest, relative to its folder."""
     scene = []
     if manifest.get("layout") == SCENE_LAYOUT:
-        scene = [f"{SCENE_DIR}/{name}.npy" for name in [*manifest["modalities"], "invalid"]]
+        scene = [scene_array_file(name) for name in scene_array_names(manifest)]
     return [*(f"{name}.npz" for name in SPLITS), *scene]
 
 
