@@ -4,14 +4,15 @@ The scene is cut into square windows (``prepare.window_size``); each window is o
 reads its rasters with rasterio (a windowed read, with a halo of ``patch_size // 2`` pixels so the
 patches centred near the window's edge are whole), writes the window's features into the scene
 arrays (``scene/<modality>.npy``, stored once) and returns only small things: the centres of the
-patches it kept, their pixel sums per spatial block (for the training statistics) and a digest of
-what it wrote. The driver never holds the scene, so a scene larger than its memory works. A split
-stores its centres and labels, and its patches are cut when it is loaded (``read_split``), so no
-pixel is stored once per patch containing it. The result is the same for any window size (a test
-holds the two equal).
+patches it kept, the pixel sums of each spatial block it covers (for the training statistics)
+and a digest of what it wrote. The driver never holds the scene, so a scene larger than its
+memory works. A split stores its centres and labels, and its patches are cut when it is loaded
+(``read_split``), so no pixel is stored once per patch containing it. The result is the same for
+any window size (a test holds the two equal).
 
 The split is by spatial block, never by patch: neighbouring, overlapping patches in train and
-test would inflate accuracy. Normalisation statistics come from the training split only.
+test would inflate accuracy. Normalisation statistics come from the training split's blocks only:
+the mean and std of their valid pixels.
 """
 
 from __future__ import annotations
@@ -118,20 +119,33 @@ def patch_centres(labels: np.ndarray, ignore: list[int], patch_size: int,
 
 
 def block_split(rows: np.ndarray, cols: np.ndarray, params: PrepareParams) -> np.ndarray:
-    """Assign each patch centre to a split (0 train, 1 val, 2 test) by its spatial block."""
-    return split_groups(block_ids(rows, cols, params.block_size), params)
+    """Assign each patch centre to a split (0 train, 1 val, 2 test) by its spatial block.
+
+    The same as ``split_groups`` of the centres' ``block_ids``, without sorting the centres: the
+    blocks are numbered row-major over the scene's block grid, in the order of their ids.
+    """
+    block_rows, block_cols = rows // params.block_size, cols // params.block_size
+    dense = block_rows.astype(np.int64) * (int(block_cols.max(initial=0)) + 1) + block_cols
+    present = np.bincount(dense) > 0
+    rank = np.cumsum(present) - 1
+    return group_splits(int(present.sum()), params)[rank[dense]]
 
 
 def split_groups(group_ids: np.ndarray, params: PrepareParams) -> np.ndarray:
     """Assign groups (spatial blocks, patch names) to splits at random, seeded; per sample."""
     unique, inverse = np.unique(group_ids, return_inverse=True)
-    order = np.random.default_rng(params.seed).permutation(len(unique))
+    return group_splits(len(unique), params)[inverse]
+
+
+def group_splits(groups: int, params: PrepareParams) -> np.ndarray:
+    """The split of each of ``groups`` groups, in their sorted order: seeded, at random."""
+    order = np.random.default_rng(params.seed).permutation(groups)
     fractions = np.cumsum([params.split.train, params.split.val, params.split.test])
-    cut = np.round(fractions * len(unique)).astype(int)
-    split_of_rank = np.searchsorted(cut, np.arange(len(unique)), side="right")
-    split_of_group = np.empty(len(unique), dtype=np.int8)
+    cut = np.round(fractions * groups).astype(int)
+    split_of_rank = np.searchsorted(cut, np.arange(groups), side="right")
+    split_of_group = np.empty(groups, dtype=np.int8)
     split_of_group[order] = split_of_rank
-    return split_of_group[inverse]
+    return split_of_group
 
 
 def extract_patches(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
@@ -156,87 +170,61 @@ def block_ids(rows: np.ndarray, cols: np.ndarray, block_size: int) -> np.ndarray
     return (rows.astype(np.int64) // block_size) * 1_000_003 + cols.astype(np.int64) // block_size
 
 
-def block_pixel_sums(features: dict[str, np.ndarray], invalid: np.ndarray, rows: np.ndarray,
-                     cols: np.ndarray, blocks: np.ndarray, patch_size: int, stride: int
-                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per spatial block, the sum and the sum of squares of its patches' pixels, per band.
+def block_pixel_sums(features: dict[str, np.ndarray], invalid: np.ndarray,
+                     corner: tuple[int, int], block_size: int
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Per spatial block, the count, sum and sum of squares of its valid pixels, per band.
 
-    ``rows``/``cols`` are patch centres in the arrays' coordinates, on a grid of step ``stride``,
-    and ``blocks`` their block ids. A pixel counts once per patch containing it, and a nodata
-    pixel (``invalid``) as the value ``cut_patches`` fills it with: exactly the patches a split
-    loads. Summed over the training blocks, they give the normalisation statistics without any
-    patch being cut: clean patches are summed by ``box_sums``, only those with nodata pixels are
-    cut and filled.
+    ``features`` are ``(bands, h, w)`` rasters and ``invalid`` the ``(h, w)`` nodata mask of a
+    window whose top-left pixel is ``corner`` in scene coordinates; the blocks are the split's
+    (``block_ids``), and one cut by the window's edge gets the part inside it. Summed over the
+    training blocks of every window, they give the normalisation statistics. Each block row is
+    summed as one cache-sized strip, in float64.
 
     Returns:
-        The unique block ids, and per modality ``(blocks, bands, 2)`` float64 sums (pixel sum,
-        sum of squares).
+        The block ids, the number of valid pixels per block, and per modality
+        ``(blocks, bands, 2)`` float64 sums (pixel sum, sum of squares).
     """
-    unique, index = np.unique(blocks, return_inverse=True)
-    dirty = np.zeros(len(rows), dtype=bool)
-    if invalid.any():
-        dirty = window_sums(invalid, rows, cols, patch_size) > 0
-    clean = ~dirty
-    mask = extract_patches(invalid, rows[dirty], cols[dirty], patch_size)
+    height, width = invalid.shape
+    row_starts = _block_starts(corner[0], height, block_size)
+    col_starts = _block_starts(corner[1], width, block_size)
+    rows, cols = np.meshgrid(corner[0] + row_starts, corner[1] + col_starts, indexing="ij")
+    valid = ~invalid
+    counts = np.add.reduceat(np.add.reduceat(valid, row_starts, axis=0, dtype=np.int64),
+                             col_starts, axis=1)
+    ends = [*row_starts[1:], height]
     sums = {}
     for name, image in features.items():
-        per_patch = np.empty((len(rows), image.shape[0], 2))
-        filled = _fill_invalid(extract_patches(image, rows[dirty], cols[dirty], patch_size),
-                               mask).astype(np.float64)
-        per_patch[dirty, :, 0] = filled.sum(axis=(2, 3))
-        per_patch[dirty, :, 1] = np.square(filled).sum(axis=(2, 3))
-        per_patch[clean] = box_sums(image, rows[clean], cols[clean], patch_size, stride)
-        flat = per_patch.reshape(len(rows), image.shape[0] * 2)
-        sums[name] = np.stack([np.bincount(index, flat[:, k], minlength=len(unique))
-                               for k in range(flat.shape[1])], axis=1).reshape(
-                                   len(unique), image.shape[0], 2)
-    return unique, sums
+        bands = image.shape[0]
+        out = np.empty((len(row_starts), len(col_starts), bands, 2))
+        for i, (top, bottom) in enumerate(zip(row_starts, ends, strict=True)):
+            strip = image[:, top:bottom].astype(np.float64)
+            if not valid[top:bottom].all():
+                strip *= valid[top:bottom]
+            out[i, :, :, 0] = np.add.reduceat(strip, col_starts, axis=2).sum(axis=1).T
+            np.square(strip, out=strip)
+            out[i, :, :, 1] = np.add.reduceat(strip, col_starts, axis=2).sum(axis=1).T
+        sums[name] = out.reshape(-1, bands, 2)
+    return block_ids(rows.ravel(), cols.ravel(), block_size), counts.ravel(), sums
 
 
-def box_sums(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch_size: int,
-             stride: int, strip: int = 32) -> np.ndarray:
-    """Per centre and band, the float64 sum and sum of squares of ``image`` over its patch.
-
-    ``image`` is ``(bands, H, W)``; the centres lie on a grid of step ``stride``. Strips of
-    ``strip`` grid rows at a time, small enough to stay in cache: the strip's pixels and their
-    squares in float64, the patch's columns added as strided views at the grid's columns, then its
-    rows at the grid's rows. No patch is cut and no running sum loses precision.
-    Returns ``(N, bands, 2)``.
-    """
-    bands = image.shape[0]
-    if len(rows) == 0:
-        return np.zeros((0, bands, 2))
-    half = patch_size // 2
-    top, left = rows.min(), cols.min()
-    grid_rows, grid_cols = (rows.max() - top) // stride + 1, (cols.max() - left) // stride + 1
-    columns = slice(left - half, left + (grid_cols - 1) * stride + half + 1)
-    grid = np.zeros((2, bands, grid_rows, grid_cols))
-    for first in range(0, grid_rows, strip):
-        count = min(strip, grid_rows - first)
-        start = top - half + first * stride
-        values = image[:, start:start + (count - 1) * stride + patch_size, columns]
-        pixels = np.empty((2, *values.shape))
-        pixels[0] = values
-        np.square(pixels[0], out=pixels[1])
-        across = np.zeros(pixels.shape[:3] + (grid_cols,))
-        for k in range(patch_size):
-            across += pixels[..., k:k + (grid_cols - 1) * stride + 1:stride]
-        out = grid[:, :, first:first + count]
-        for k in range(patch_size):
-            out += across[:, :, k:k + (count - 1) * stride + 1:stride]
-    return grid[:, :, (rows - top) // stride, (cols - left) // stride].transpose(2, 1, 0)
+def _block_starts(start: int, length: int, block_size: int) -> np.ndarray:
+    """Offsets, within a span of ``length`` pixels from ``start``, where a block begins."""
+    first = -start % block_size or block_size
+    return np.r_[0, np.arange(first, length, block_size)]
 
 
-def training_stats(results: list[dict], train_blocks: np.ndarray, patches: int,
-                   patch_size: int, modalities: list[str]) -> dict[str, BandStats]:
-    """Mean and std per band over the pixels of the ``patches`` training patches.
+def training_stats(results: list[dict], train_blocks: np.ndarray,
+                   modalities: list[str]) -> dict[str, BandStats]:
+    """Mean and std per band over the valid pixels of the training blocks.
 
     Merges the windows' ``block_pixel_sums`` of the training blocks (a block cut by a window
     edge has a part in each window), in window order: the same figures on Spark or in process.
+    No pixel of a validation or test block enters them.
     """
-    count = patches * patch_size ** 2
     blocks = np.concatenate([r["block"] for r in results])
     train = np.isin(blocks, train_blocks)
+    count = max(int(np.concatenate([r["pixels"] for r in results])[train].sum()), 1)
     stats = {}
     for name in modalities:
         total = np.concatenate([r["sums"][name] for r in results])[train].sum(axis=0)
@@ -273,18 +261,25 @@ def plan_windows(height: int, width: int, size: int) -> list[tuple[int, int, int
             for r in range(0, height, size) for c in range(0, width, size)]
 
 
-def _window_centres(core: tuple[int, int, int, int], height: int, width: int,
-                    params: PrepareParams) -> tuple[np.ndarray, np.ndarray]:
-    """Centres of the scene's global stride grid that fall inside the core window."""
-    half, stride = params.patch_size // 2, params.stride
+def centre_lattice(height: int, width: int, params: PrepareParams
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the scene's candidate patch centres.
+
+    Every ``stride``-th pixel, at least half a patch from the edge; each window owns the lattice
+    points inside its core.
+    """
+    half = params.patch_size // 2
+    return (np.arange(half, height - half, params.stride),
+            np.arange(half, width - half, params.stride))
+
+
+def lattice_window(lattice: tuple[np.ndarray, np.ndarray], core: tuple[int, int, int, int]
+                   ) -> tuple[slice, slice]:
+    """The part of ``centre_lattice`` (row and column index ranges) inside the core window."""
     r0, c0, h, w = core
-
-    def axis(start: int, length: int, size: int) -> np.ndarray:
-        first = half + max(0, -(-(start - half) // stride)) * stride
-        return np.arange(first, min(start + length, size - half), stride)
-
-    rows, cols = np.meshgrid(axis(r0, h, height), axis(c0, w, width), indexing="ij")
-    return rows.ravel(), cols.ravel()
+    rows, cols = lattice
+    return (slice(*np.searchsorted(rows, [r0, r0 + h])),
+            slice(*np.searchsorted(cols, [c0, c0 + w])))
 
 
 def _read_valid(path: Path, band_names: list[str], window: Window
@@ -324,11 +319,13 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     edge is seen whole (its nodata fraction, majority label and pixels). Writes the core window's
     features into the scene arrays in ``out_dir`` (``create_scene_arrays``: per modality
     ``(bands, H, W)`` float32, and ``invalid``, a pixel that is nodata in any band of any
-    modality) and returns only what the driver merges: ``code`` (class code per kept centre),
-    ``row``/``col`` (its scene coordinates); ``block`` and ``sums``, the kept patches' pixel sums
-    per spatial block (``block_pixel_sums``); ``digest``, a sha256 per array of the window
-    written; counts of dropped patches; label codes seen that are in neither the class map nor
-    the ignored codes; and ``error`` (``None``, or the file, problem and fix of bad values).
+    modality) and returns only what the driver merges: ``kept``, which of the window's
+    ``centre_lattice`` points are patch centres (bits, row-major), and ``code``, the class code of
+    each (the label raster's type); ``block``, ``pixels`` and ``sums``, the valid pixels'
+    count and sums of each spatial block in the core window (``block_pixel_sums``); ``digest``,
+    a sha256 per array of the window written; counts of dropped patches; label codes seen that
+    are in neither the class map nor the ignored codes; and ``error`` (``None``, or the file,
+    problem and fix of bad values).
     """
     root = Path(scene_dir)
     half = params.patch_size // 2
@@ -340,15 +337,15 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
         window = Window(left, top, right - left, bottom - top)
         stored = src.read(1, window=window)
     inner = (slice(r0 - top, r0 - top + h), slice(c0 - left, c0 - left + w))
-    labels = stored.astype(np.int64)
     ignore = list(scene.ignore_codes) + ([int(label_nodata)] if label_nodata is not None else [])
     seen = np.unique(stored[inner]).astype(np.int64)
     unknown = sorted(set(seen.tolist()) - set(scene.classes) - set(ignore))
 
-    rows, cols = _window_centres(core, height, width, params)
-    lrows, lcols = rows - top, cols - left
-    keep = ~np.isin(labels[lrows, lcols], ignore) if len(rows) else np.zeros(0, bool)
-    rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
+    lattice = centre_lattice(height, width, params)
+    row_range, col_range = lattice_window(lattice, core)
+    rows, cols = np.meshgrid(lattice[0][row_range] - top, lattice[1][col_range] - left,
+                             indexing="ij")
+    keep = ~np.isin(stored[rows, cols], ignore)
 
     result: dict[str, Any] = {"unknown": unknown, "error": None, "dropped_nodata": 0,
                               "dropped_nodata_by": {}}
@@ -363,36 +360,35 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
             return result | {"error": error}
         invalid_by[name] = ~valid.all(axis=0)
         invalid_any |= invalid_by[name]
+        core = data[:, inner[0], inner[1]]
         if not valid.all():
-            data = np.where(valid, data, 1)
-        features[name] = to_features(data, modality.kind)
+            core = np.where(valid[:, inner[0], inner[1]], core, 1)
+        features[name] = to_features(core, modality.kind)
 
     area = params.patch_size ** 2
-    drop = np.zeros(len(rows), dtype=bool)
+    drop = np.zeros(keep.shape, dtype=bool)
     for name, invalid in invalid_by.items():
-        if not invalid.any():
-            result["dropped_nodata_by"][name] = 0
-            continue
-        fraction = window_sums(invalid, lrows, lcols, params.patch_size) / area
-        too_much = fraction > params.max_nodata_fraction
+        too_much = np.zeros(keep.shape, dtype=bool)
+        if invalid.any():
+            fraction = window_sums(invalid, rows[keep], cols[keep], params.patch_size) / area
+            too_much[keep] = fraction > params.max_nodata_fraction
         result["dropped_nodata_by"][name] = int(too_much.sum())
         drop |= too_much
     result["dropped_nodata"] = int(drop.sum())
-    keep = ~drop
-    rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
+    keep &= ~drop
+    rows, cols = rows[keep], cols[keep]
 
     if params.label == "majority":
-        result["code"] = _majority(extract_patches(labels, lrows, lcols, params.patch_size),
-                                   labels[lrows, lcols], ignore)
+        code = _majority(extract_patches(stored, rows, cols, params.patch_size),
+                         stored[rows, cols], ignore)
     else:
-        result["code"] = labels[lrows, lcols]
-    result["row"], result["col"] = rows.astype(np.int32), cols.astype(np.int32)
-    result["block"], result["sums"] = block_pixel_sums(
-        features, invalid_any, lrows, lcols, block_ids(rows, cols, params.block_size),
-        params.patch_size, params.stride)
-    written = {name: image[:, inner[0], inner[1]] for name, image in features.items()}
-    written["invalid"] = invalid_any[inner]
-    result["digest"] = write_window(Path(out_dir), written, (r0, c0))
+        code = stored[rows, cols]
+    result["code"], result["kept"] = code, np.packbits(keep)
+    core_invalid = np.ascontiguousarray(invalid_any[inner])
+    result["block"], result["pixels"], result["sums"] = block_pixel_sums(
+        features, core_invalid, (r0, c0), params.block_size)
+    result["digest"] = write_window(Path(out_dir), features | {"invalid": core_invalid},
+                                    (r0, c0))
     return result
 
 
@@ -607,7 +603,8 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                             (grid.height, grid.width))
         task = functools.partial(extract_window, str(scene_dir), scene, params, str(tmp))
         results = run_tasks(task, windows, spark, progress)
-        centres = gather_centres(results, scene, scene_dir)
+        centres = gather_centres(results, windows, centre_lattice(grid.height, grid.width, params),
+                                 scene, scene_dir)
         codes = sorted(scene.classes)
         labels = np.searchsorted(codes, centres["code"]).astype(np.int64)  # all codes known
         counts = np.bincount(labels, minlength=len(codes))
@@ -626,7 +623,7 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
         train = per_split["train"]
         stats = training_stats(results, np.unique(block_ids(train["row"], train["col"],
                                                             params.block_size)),
-                               len(train["label"]), params.patch_size, list(scene.modalities))
+                               list(scene.modalities))
         manifest = {
             "task": SINGLE_LABEL,
             "layout": SCENE_LAYOUT,
@@ -657,11 +654,13 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
     return manifest
 
 
-def gather_centres(results: list[dict], scene: SceneDescription, scene_dir: Path
-                   ) -> dict[str, np.ndarray]:
+def gather_centres(results: list[dict], windows: list[tuple[int, int, int, int]],
+                   lattice: tuple[np.ndarray, np.ndarray], scene: SceneDescription,
+                   scene_dir: Path) -> dict[str, np.ndarray]:
     """The windows' patch centres (``code``, ``row``, ``col``) in scene order (row-major).
 
-    Checks the windows' reports first.
+    Checks the windows' reports first, then places each window's kept lattice points and codes
+    in the scene's ``centre_lattice``: read row by row, they are in scene order.
 
     Raises:
         DatasetError: NaN/inf values, label codes outside the class map, or no patch left.
@@ -674,9 +673,14 @@ def gather_centres(results: list[dict], scene: SceneDescription, scene_dir: Path
         raise DatasetError(scene_dir / scene.labels, f"label codes {unknown} are not in the "
                            "class map", "add them to the class map (ingest.scene.classes) or "
                            "to the ignored codes (ingest.scene.ignore_codes)")
-    keys = ["code", "row", "col"]
-    centres = {k: np.concatenate([r[k] for r in results]) for k in keys}
-    if len(centres["code"]) == 0:
+    kept = np.zeros((len(lattice[0]), len(lattice[1])), dtype=bool)
+    codes = np.zeros(kept.shape, dtype=np.result_type(*(r["code"] for r in results)))
+    for core, result in zip(windows, results, strict=True):
+        part = lattice_window(lattice, core)
+        shape = kept[part].shape
+        kept[part] = np.unpackbits(result["kept"], count=shape[0] * shape[1]).reshape(shape)
+        codes[part][kept[part]] = result["code"]
+    if not kept.any():
         dropped = {name: sum(r["dropped_nodata_by"].get(name, 0) for r in results)
                    for name in scene.modalities}
         worst = max(dropped, key=dropped.get) if dropped else None
@@ -688,8 +692,9 @@ def gather_centres(results: list[dict], scene: SceneDescription, scene_dir: Path
                                "prepare.max_nodata_fraction")
         raise DatasetError(scene_dir / scene.labels, "no labelled pixel to cut a patch around",
                            "check the label raster and the ignored codes")
-    order = np.lexsort((centres["col"], centres["row"]))
-    return {k: v[order] for k, v in centres.items()}
+    rows, cols = np.nonzero(kept)
+    return {"code": codes[kept], "row": lattice[0][rows].astype(np.int32),
+            "col": lattice[1][cols].astype(np.int32)}
 
 
 def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
