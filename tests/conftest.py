@@ -55,6 +55,50 @@ def spark() -> Iterator[object]:
         yield session
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One real Prefect server on loopback for the rest of the session, with its own home.
+
+    Its URL goes into this process's environment, which every stage command started afterwards
+    inherits: each reports its flow run there instead of starting Prefect's temporary server
+    (about 5 s per command). Stopped by PID at the end of the session. Yields the variables.
+    """
+    from flows.serve import start_server, stop, wait_healthy
+
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    saved = dict(os.environ)
+    os.environ.update(env)  # the server and every later subprocess inherit it
+    server = start_server("127.0.0.1", port, home / "server.log")
+    try:
+        wait_healthy(env["PREFECT_API_URL"], server, timeout_s=240)
+        yield env
+    finally:
+        stop(server)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_stage(module: str, *args: str, cwd: Path, timeout: float = 120
+              ) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <args>`` in ``cwd``: its result, whatever its exit status."""
+    import sys
+
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 @pytest.fixture
 def user_data(tmp_path: Path) -> Path:
     """A user's scene: labels at 10 m, optical at 20 m (one file), SAR as a folder of bands."""

@@ -38,7 +38,7 @@ from pipeline.errors import (
 )
 from pipeline.runtime import require_free_port, require_java
 
-from .conftest import PROJECT_ROOT, SMALL_PREPARE
+from .conftest import PROJECT_ROOT, SMALL_PREPARE, run_stage
 from .data.bigearthnet.data import write_fake_bigearthnet
 from .data.rasters import scene_params, write_tif
 from .data.test_prepare import copy_scene, set_nodata
@@ -48,11 +48,6 @@ def write(tmp_path: Path, data: object) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def run_stage(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
 
 
 PREPARE = PrepareParams(seed=0)
@@ -139,6 +134,7 @@ def test_typo_inside_a_modality_suggests_the_key(tmp_path: Path) -> None:
         load_params(write(tmp_path, {"ingest": {"source": "scene", "scene": scene}}))
 
 # --- Stage commands: one clear line and exit status 1 ---------------------------------------------
+@pytest.mark.usefixtures("prefect_api")
 def test_params_typo_stops_the_stage_with_the_field_and_fix(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"epoch": 3}}))
@@ -148,6 +144,7 @@ def test_params_typo_stops_the_stage_with_the_field_and_fix(tmp_path: Path) -> N
     assert last.startswith("error: ") and "train.epoch" in last and "did you mean 'epochs'" in last
 
 
+@pytest.mark.usefixtures("prefect_api")
 def test_missing_input_names_the_stage_to_run(tmp_path: Path) -> None:
     done = run_stage("flows.prepare", "--params", str(PROJECT_ROOT / "params.yaml"),
                      "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out"),

@@ -20,7 +20,7 @@ from pipeline.runtime import project_lock
 from .conftest import PROJECT_ROOT
 from .training.test_failures import torch_workers, wait_gone
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]  # stage commands
 
 
 def stage(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:

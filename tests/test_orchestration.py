@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
-from flows.serve import deploy, start_server, start_worker, stop, wait_healthy
+from flows.serve import deploy, start_worker, stop
 
 from .conftest import dvc, make_project, sh
 
@@ -33,36 +31,16 @@ TINY = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_project(tmp_path_factory.mktemp("orchestration") / "landcover", TINY)
 
 
 @pytest.fixture(scope="module")
-def prefect_env(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A real Prefect server on a free loopback port, with its own PREFECT_HOME."""
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = free_port()
-    env = os.environ | {"PREFECT_HOME": str(home),
-                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    saved = dict(os.environ)
-    os.environ.update(env)  # the server inherits it
-    server = start_server("127.0.0.1", port, home / "server.log")
-    try:
-        wait_healthy(env["PREFECT_API_URL"], server, timeout_s=240)
-        yield env
-    finally:
-        stop(server)
-        os.environ.clear()
-        os.environ.update(saved)
+def prefect_env(prefect_api: dict[str, str]) -> dict[str, str]:
+    """The environment of the session's Prefect server, with this interpreter's tools first."""
+    return os.environ | prefect_api | {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
 def test_a_deployment_of_prefect_yaml_runs_on_a_real_server(project: Path, prefect_env: dict,

@@ -22,7 +22,8 @@ SCHEMES = SMALL_PARAMS["train"]["compare"]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, prefect_api: dict[str, str]) -> Path:
+    """The user's project; its stage commands report to the session's Prefect server."""
     return make_project(tmp_path_factory.mktemp("project") / "landcover", SMALL_PARAMS)
 
 

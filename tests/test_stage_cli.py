@@ -1,19 +1,10 @@
 """The stage commands DVC runs: bad input gives one clear line and exit status 1."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import yaml
 
 from flows.layout import LAYOUT
 
 from .conftest import PROJECT_ROOT
-
-
-def run_stage(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
 
 
 def test_dvc_yaml_and_flow_layout_name_the_same_paths() -> None:
