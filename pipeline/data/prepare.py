@@ -360,10 +360,10 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
             return result | {"error": error}
         invalid_by[name] = ~valid.all(axis=0)
         invalid_any |= invalid_by[name]
-        core = data[:, inner[0], inner[1]]
+        pixels = data[:, inner[0], inner[1]]  # the halo's only use is the nodata mask
         if not valid.all():
-            core = np.where(valid[:, inner[0], inner[1]], core, 1)
-        features[name] = to_features(core, modality.kind)
+            pixels = np.where(valid[:, inner[0], inner[1]], pixels, 1)
+        features[name] = to_features(pixels, modality.kind)
 
     area = params.patch_size ** 2
     drop = np.zeros(keep.shape, dtype=bool)
