@@ -1,4 +1,4 @@
-"""The stage commands DVC runs: bad input gives one clear line and exit status 1."""
+"""The stage commands DVC runs: dvc.yaml and the flows agree on every path they read and write."""
 
 import yaml
 
