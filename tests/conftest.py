@@ -55,15 +55,6 @@ def spark() -> Iterator[object]:
         yield session
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One real Prefect server on loopback for the rest of the session, with its own home.
@@ -73,6 +64,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     (about 5 s per command). Stopped by PID at the end of the session. Yields the variables.
     """
     from flows.serve import start_server, stop, wait_healthy
+    from pipeline.cluster import free_port
 
     home = tmp_path_factory.mktemp("prefect-server-home")
     port = free_port()

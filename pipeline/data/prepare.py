@@ -109,10 +109,7 @@ def to_features(data: np.ndarray, kind: str) -> np.ndarray:
 def patch_centres(labels: np.ndarray, ignore: list[int], patch_size: int,
                   stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of labelled pixels on a ``stride`` grid whose patch fits in the scene."""
-    half = patch_size // 2
-    height, width = labels.shape
-    rows, cols = np.meshgrid(np.arange(half, height - half, stride),
-                             np.arange(half, width - half, stride), indexing="ij")
+    rows, cols = np.meshgrid(*centre_lattice(*labels.shape, patch_size, stride), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
     keep = ~np.isin(labels[rows, cols], ignore)
     return rows[keep], cols[keep]
@@ -261,16 +258,15 @@ def plan_windows(height: int, width: int, size: int) -> list[tuple[int, int, int
             for r in range(0, height, size) for c in range(0, width, size)]
 
 
-def centre_lattice(height: int, width: int, params: PrepareParams
+def centre_lattice(height: int, width: int, patch_size: int, stride: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the scene's candidate patch centres.
 
     Every ``stride``-th pixel, at least half a patch from the edge; each window owns the lattice
     points inside its core.
     """
-    half = params.patch_size // 2
-    return (np.arange(half, height - half, params.stride),
-            np.arange(half, width - half, params.stride))
+    half = patch_size // 2
+    return np.arange(half, height - half, stride), np.arange(half, width - half, stride)
 
 
 def lattice_window(lattice: tuple[np.ndarray, np.ndarray], core: tuple[int, int, int, int]
@@ -341,7 +337,7 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     seen = np.unique(stored[inner]).astype(np.int64)
     unknown = sorted(set(seen.tolist()) - set(scene.classes) - set(ignore))
 
-    lattice = centre_lattice(height, width, params)
+    lattice = centre_lattice(height, width, params.patch_size, params.stride)
     row_range, col_range = lattice_window(lattice, core)
     rows, cols = np.meshgrid(lattice[0][row_range] - top, lattice[1][col_range] - left,
                              indexing="ij")
@@ -603,8 +599,8 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                             (grid.height, grid.width))
         task = functools.partial(extract_window, str(scene_dir), scene, params, str(tmp))
         results = run_tasks(task, windows, spark, progress)
-        centres = gather_centres(results, windows, centre_lattice(grid.height, grid.width, params),
-                                 scene, scene_dir)
+        lattice = centre_lattice(grid.height, grid.width, params.patch_size, params.stride)
+        centres = gather_centres(results, windows, lattice, scene, scene_dir)
         codes = sorted(scene.classes)
         labels = np.searchsorted(codes, centres["code"]).astype(np.int64)  # all codes known
         counts = np.bincount(labels, minlength=len(codes))
