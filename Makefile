@@ -6,6 +6,8 @@ VENV   ?= .venv
 PORT   ?= 5000
 PREFECT_PORT ?= 4200
 RUN    ?=
+NET    ?=
+WORKERS ?=
 BIN    := $(abspath $(VENV))/bin
 
 export PATH := $(BIN):$(PATH)
@@ -41,8 +43,8 @@ test-fast: install ## the tests that start no Spark, Prefect or DVC pipeline
 ui: install ## the MLflow UI over the project's store, on 127.0.0.1:$(PORT)
 	python -m pipeline.ui --port $(PORT)
 
-cluster-up: install ## a Spark standalone cluster on 127.0.0.1 (master :7077 + 2 workers)
-	python -m pipeline.cluster up --workers 2 --cores 2
+cluster-up: install ## a Spark standalone cluster (params.yaml `cluster`); NET=1gbit: emulated network (root)
+	python -m pipeline.cluster up $(if $(NET),--net $(NET)) $(if $(WORKERS),--workers $(WORKERS))
 
 cluster-down: ## stop the cluster started by cluster-up
 	python -m pipeline.cluster down

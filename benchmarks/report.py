@@ -24,22 +24,24 @@ from pipeline.io import write_with
 
 
 def _training(figures: dict) -> list[str]:
-    lines = ["| scheme | batch | samples/s | ÷ single process | bytes/sample | measured ÷ analytic "
-             "| max worker param KB | max worker peak RSS MB | comm share |",
+    lines = ["| scheme | batch | samples/s | ÷ single process | payload B/sample "
+             "| counted ÷ modelled | max worker param KB | max worker peak RSS MB | comm share |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for scheme, by_batch in figures["schemes"].items():
         for batch, f in sorted(by_batch.items(), key=lambda kv: int(kv[0])):
             lines.append(
                 f"| {scheme} | {batch} | {f['samples_per_s']:,.0f} | "
                 f"{f['throughput_ratio_to_single_process']:.2f} | "
-                f"{f['bytes_sent_per_sample']:,.0f} | {f['traffic_ratio_measured_to_expected']:.3f}"
+                f"{f['payload_bytes_sent_per_sample']:,.0f} | "
+                f"{f['payload_ratio_counted_to_modelled']:.3f}"
                 f" | {f['max_worker_param_bytes'] / 1024:,.1f} | {f['max_worker_peak_rss_mb']:,.0f}"
                 f" | {f['comm_share']:.2f} |")
     lines += ["", f"data_parallel traffic knobs at batch {figures['knob_batch_size']}:", "",
-              "| knob | bytes/sample | samples/s | final val accuracy |",
+              "| knob | payload B/sample | samples/s | final val accuracy |",
               "| --- | --- | --- | --- |"]
     for name, f in figures["knobs"].items():
-        lines.append(f"| {name} | {f['bytes_sent_per_sample']:,.0f} | {f['samples_per_s']:,.0f} "
+        lines.append(f"| {name} | {f['payload_bytes_sent_per_sample']:,.0f} "
+                     f"| {f['samples_per_s']:,.0f} "
                      f"| {f['final_val_accuracy']:.3f} |")
     return lines
 

@@ -28,7 +28,7 @@ from pipeline.config import Params, SparkParams, load_params  # noqa: E402
 from pipeline.model import ModelConfig  # noqa: E402
 from pipeline.runtime import configure_environment  # noqa: E402
 from pipeline.spark import spark_session  # noqa: E402
-from pipeline.training import ParallelSettings, TrainJob, expected_bytes_per_step, fit  # noqa: E402
+from pipeline.training import ParallelSettings, TrainJob, fit, modelled_payload_per_step  # noqa: E402
 from pipeline.training.trainer import make_job  # noqa: E402
 from pipeline.training.worker import train_worker  # noqa: E402
 
@@ -46,8 +46,9 @@ def run_scheme(spark: object, job: TrainJob, patch_size: int) -> dict[str, float
     result = fit(spark, job, patch_size)
     metrics = result.metrics()
     return {k: metrics[k] for k in (
-        "samples_per_s", "bytes_sent_per_sample", "bytes_sent_per_step", "expected_bytes_per_step",
-        "traffic_ratio_measured_to_expected", "max_worker_param_bytes", "max_worker_peak_rss_mb",
+        "samples_per_s", "payload_bytes_sent_per_sample", "payload_bytes_sent_per_step",
+        "modelled_payload_bytes_per_step",
+        "payload_ratio_counted_to_modelled", "max_worker_param_bytes", "max_worker_peak_rss_mb",
         "training_time_s", "world_size")} | {
         "final_val_accuracy": result.history[-1].get("val_accuracy", float("nan")),
         "comm_share": sum(w["comm_s"] for w in result.workers)
@@ -78,7 +79,7 @@ def crossover(params: Params, patch_size: int, batches: list[int]) -> dict:
                        momentum=0.9, seed=0)
         row: dict[str, float] = {"batch_size": batch}
         for scheme in ("data_parallel", "branch_parallel", "pipeline_parallel", "hybrid"):
-            figures = expected_bytes_per_step(
+            figures = modelled_payload_per_step(
                 replace(job, parallel=ParallelSettings(scheme=scheme)), patch_size)
             row[scheme] = sum(figures.values())
         rows.append(row)
@@ -137,7 +138,8 @@ def plot(figures: dict, out: Path) -> None:
     for scheme, by_batch in figures["schemes"].items():
         batches = sorted(by_batch, key=int)
         axes[0].plot([int(b) for b in batches],
-                     [by_batch[b]["bytes_sent_per_sample"] for b in batches], "o-", label=scheme)
+                     [by_batch[b]["payload_bytes_sent_per_sample"] for b in batches], "o-",
+                     label=scheme)
         axes[1].plot([int(b) for b in batches],
                      [by_batch[b]["throughput_ratio_to_single_process"] for b in batches], "o-",
                      label=scheme)
@@ -147,7 +149,7 @@ def plot(figures: dict, out: Path) -> None:
     axes[1].set(xscale="log", xlabel="global batch size",
                 ylabel="samples/s ÷ single process", title="Throughput vs single process")
     knobs = figures["knobs"]
-    axes[2].bar(list(knobs), [k["bytes_sent_per_sample"] for k in knobs.values()])
+    axes[2].bar(list(knobs), [k["payload_bytes_sent_per_sample"] for k in knobs.values()])
     axes[2].set(ylabel="bytes sent per sample",
                 title=f"data_parallel knobs (batch {figures['knob_batch_size']})")
     axes[2].tick_params(axis="x", rotation=30)

@@ -70,7 +70,8 @@ def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
         example, _ = dataset.split("train").batch(list(range(2)))
         log_pytorch_model(load_model(Path(out))[0], example)
     print(f"trained {scheme} on {result.world_size} workers in {result.wall_time_s:.1f}s "
-          f"({result.metrics()['bytes_sent_per_step']:,.0f} bytes sent per step); "
+          f"({result.metrics()['payload_bytes_sent_per_step']:,.0f} payload bytes sent per "
+          "step); "
           f"MLflow run {run.info.run_id}")
     return {"run_id": run.info.run_id, "scheme": scheme, **result.metrics()}
 

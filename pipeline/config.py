@@ -172,6 +172,9 @@ class DataParallelParams(_Section):
     sync_every: int = Field(1, ge=1, le=10000,
                             description="1: synchronous SGD; k > 1: local SGD, parameters "
                                         "averaged every k steps")
+    bucket_cap_mb: float = Field(
+        25.0, gt=0, le=1024, description="DDP gradient bucket size in MB: each bucket is one "
+                                         "all-reduce, sent while backward goes on")
 
 
 class ModelParallelParams(_Section):
@@ -242,6 +245,27 @@ class SparkParams(_Section):
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
 
 
+class ClusterParams(_Section):
+    """The standalone Spark cluster ``make cluster-up`` starts on this machine."""
+
+    workers: int = Field(2, ge=1, le=240, description="Spark workers (separate JVMs)")
+    cores: int = Field(2, ge=1, le=64, description="task slots of each worker")
+    memory: str = Field("2g", pattern=r"^\d+[kmgt]$", description="memory of each worker")
+    port: int = Field(7077, ge=0, le=65535, description="the master's port (0: any free one)")
+    network: Literal["loopback", "emulated"] = Field(
+        "loopback", description="loopback: all on 127.0.0.1; emulated: a network namespace "
+                                "and rate-limited links per worker (needs root)")
+    link_rate: str = Field("1gbit", description="emulated: every worker's link rate, both "
+                                                "directions (tc units: 100mbit, 1gbit, 10gbit)")
+
+    @model_validator(mode="after")
+    def _valid_rate(self) -> ClusterParams:
+        from pipeline.emulated_network import parse_rate
+
+        parse_rate(self.link_rate)
+        return self
+
+
 class TrackingParams(_Section):
     """Where MLflow records runs: one experiment per dataset (``{source}``: ``ingest.source``)."""
 
@@ -301,6 +325,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     spark: SparkParams = SparkParams()
+    cluster: ClusterParams = ClusterParams()
     tracking: TrackingParams = TrackingParams()
     evaluate: EvaluateParams = EvaluateParams()
     compare: CompareParams = CompareParams()

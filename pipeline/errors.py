@@ -59,3 +59,10 @@ class DatasetError(ValueError):
 
 class TrainingError(RuntimeError):
     """Distributed training failed on the Spark workers."""
+
+
+class NetworkEmulationError(RuntimeError):
+    """The emulated cluster network cannot be built on this machine."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"emulated cluster network: {problem}. Fix: {fix}")

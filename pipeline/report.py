@@ -30,15 +30,19 @@ COLUMNS = [  # (MLflow metric or tag, header, format): the table's columns, in o
     ("training_time_s", "train s", "{:.1f}"),
     ("samples_per_s", "train samples/s", "{:,.0f}"),
     ("steps", "steps", "{:.0f}"),
-    ("bytes_sent_per_step", "bytes sent/step", "{:,.0f}"),
-    ("bytes_sent_total", "bytes sent", "{:,.0f}"),
+    ("link_rate_mbit_s", "link Mbit/s", "{:,.0f}"),
+    ("payload_bytes_sent_per_step", "payload B/step", "{:,.0f}"),
+    ("payload_bytes_sent_total", "payload B sent", "{:,.0f}"),
+    ("wire_bytes_sent_process_group_total", "wire B sent (pg)", "{:,.0f}"),
+    ("wire_bytes_sent_spark_total", "wire B sent (Spark)", "{:,.0f}"),
     ("max_worker_param_bytes", "max param bytes", "{:,.0f}"),
     ("inference_samples_per_s", "infer samples/s", "{:,.0f}"),
     ("inference_latency_ms", "infer ms/batch", "{:.2f}"),
 ]
 TABLE_FILES = ("comparison.csv", "comparison.md", "comparison.json")
 PLOTS = {  # file -> (x metric, y metric or None for the ranking metric, title)
-    "accuracy_vs_bytes_sent.png": ("bytes_sent_total", None, "quality vs bytes sent"),
+    "accuracy_vs_bytes_sent.png": ("payload_bytes_sent_total", None,
+                                   "quality vs payload bytes sent"),
     "accuracy_vs_training_time.png": ("training_time_s", None, "quality vs training time"),
     "inference_throughput.png": (None, "inference_samples_per_s", "inference throughput"),
 }

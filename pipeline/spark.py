@@ -7,7 +7,9 @@ Spark UI, whose REST API the training reads Spark's own task metrics from.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,12 +26,31 @@ def spark_conf(params: SparkParams) -> dict[str, str]:
         "spark.executorEnv.PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
     } | {f"spark.executorEnv.{key}": os.environ.get(key, value)
          for key, value in allocator_environment().items()}
-    if params.master.startswith("local"):
-        conf |= {
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
-        }
+    driver = "127.0.0.1" if params.master.startswith("local") else _route_to(params.master)
+    if driver is not None:
+        conf |= {"spark.driver.host": driver, "spark.driver.bindAddress": driver}
     return conf | dict(params.conf)
+
+
+def _route_to(master: str) -> str | None:
+    """This machine's address on the route to a ``spark://host:port`` master.
+
+    The executors must reach the driver at that address (with ``SPARK_LOCAL_IP=127.0.0.1`` the
+    driver would otherwise bind to loopback, which only works when everything is on this
+    machine's loopback). ``None`` for other masters (YARN, Kubernetes: Spark decides).
+    """
+    if not master.startswith("spark://"):
+        return None
+    host = master.removeprefix("spark://").split(",")[0].rsplit(":", 1)[0]
+    try:
+        address = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+        if ipaddress.ip_address(address).is_loopback:
+            return address
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((address, 7077))  # no packet is sent: this only picks the route
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
 
 
 @contextmanager

@@ -1,5 +1,7 @@
-"""Run by tests/test_cluster.py in its own process (a process has one SparkContext): train
-each scheme named on the command line against a Spark master, save what the test checks."""
+"""Run by the cluster tests in their own process (a process has one SparkContext): train each
+scheme named on the command line against a Spark master, save what the test checks.
+
+``spec`` is JSON: ``{"train": {...}, "model": {...}}`` overrides of the settings below."""
 
 from __future__ import annotations
 
@@ -12,21 +14,28 @@ import torch
 from pipeline.runtime import configure_environment
 
 
-def main(master: str, data: str, out: str, *schemes: str) -> None:
+def main(master: str, data: str, out: str, spec: str, *schemes: str) -> None:
     configure_environment()
     from pipeline.config import ModelParams, SparkParams, TrainParams
     from pipeline.spark import spark_session
     from pipeline.training.trainer import train_model
 
-    conf = {"spark.executor.cores": "1", "spark.executor.memory": "1g", "spark.cores.max": "2"}
-    train = TrainParams(batch_size=32, epochs=1, learning_rate=0.1, seed=5, workers=2,
-                        checkpoint_every=0, timeout_s=300)
-    model = ModelParams(branch_width=8, branch_depth=2, fusion_width=16)
+    overrides = json.loads(spec)
+    train = TrainParams(**{"batch_size": 32, "epochs": 1, "learning_rate": 0.1, "seed": 5,
+                           "workers": 2, "checkpoint_every": 0, "timeout_s": 300}
+                        | overrides.get("train", {}))
+    model = ModelParams(**{"branch_width": 8, "branch_depth": 2, "fusion_width": 16}
+                        | overrides.get("model", {}))
+    conf = {"spark.executor.cores": "1", "spark.executor.memory": "1g"}
     with spark_session(SparkParams(master=master, conf=conf)) as spark:
         for scheme in schemes:
+            scheme, _, workers = scheme.partition(":")  # data_parallel:4 -> 4 workers
+            if workers:
+                train = train.model_copy(update={"workers": int(workers)})
+            name = f"{scheme}_{workers}" if workers else scheme
             job, result = train_model(spark, train, model, Path(data), scheme)
-            torch.save(result.state_dict, Path(out) / f"{scheme}.pt")
-            (Path(out) / f"{scheme}.json").write_text(json.dumps(
+            torch.save(result.state_dict, Path(out) / f"{name}.pt")
+            (Path(out) / f"{name}.json").write_text(json.dumps(
                 {"job_seed": job.seed, "steps": result.steps, "workers": result.workers,
                  "metrics": result.metrics()}, default=str))
 

@@ -39,7 +39,7 @@ def trained(cluster: StandaloneCluster, prepared_dir: Path,
     out = tmp_path_factory.mktemp("cluster-results")
     done = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "tests" / "cluster_job.py"), cluster.master_url,
-         str(prepared_dir), str(out), *SCHEMES],
+         str(prepared_dir), str(out), "{}", *SCHEMES],
         capture_output=True, text=True, timeout=600, cwd=out,
         env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)})
     assert done.returncode == 0, done.stderr[-4000:]

@@ -88,8 +88,8 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
             metrics["overall_accuracy"])
         assert run.data.metrics["test_kappa"] == pytest.approx(metrics["kappa"])
         assert run.data.metrics["training_time_s"] > 0
-        assert run.data.metrics["bytes_sent_per_step"] > 0
-        assert run.data.metrics["traffic_ratio_measured_to_expected"] == pytest.approx(1.0)
+        assert run.data.metrics["payload_bytes_sent_per_step"] > 0
+        assert run.data.metrics["payload_ratio_counted_to_modelled"] == pytest.approx(1.0)
         assert run.data.params["train.epochs"] == "2"
         # The evaluation: ablation, map and inference timing, in the file and in the run.
         for key in ("weighted_f1", "ablation_sar_overall_accuracy_drop"):  # quality: test_*

@@ -13,9 +13,9 @@ def run(scheme: str, metrics: dict[str, float]) -> Run:
     return Run(info, data)
 
 
-RUNS = [run("data_parallel", {"test_overall_accuracy": 0.85, "bytes_sent_total": 2e6,
+RUNS = [run("data_parallel", {"test_overall_accuracy": 0.85, "payload_bytes_sent_total": 2e6,
                               "training_time_s": 30.0}),
-        run("hybrid", {"test_overall_accuracy": 0.83, "bytes_sent_total": 5e6,
+        run("hybrid", {"test_overall_accuracy": 0.83, "payload_bytes_sent_total": 5e6,
                        "training_time_s": 41.0, "inference_samples_per_s": 9000.0})]
 
 

@@ -1,15 +1,20 @@
-"""Process-group communication that counts its bytes and time, by purpose.
+"""Process-group communication that counts its payload bytes and time, by purpose.
 
-Every byte a worker sends or receives through the process group goes through a :class:`Comm`:
-point-to-point tensors count their exact size; an all-reduce of ``n`` bytes among ``W`` workers
-counts ``2 (W - 1) / W * n`` sent and received per worker, the traffic of the bandwidth-optimal ring
-algorithm. DDP's communication hooks (plain, fp16, bf16, PowerSGD) call ``dist.all_reduce``
-themselves; :meth:`Comm.intercepting_all_reduce` routes those calls through the same counter.
+Every tensor a worker hands to the process group goes through a :class:`Comm`, which counts its
+*payload*: point-to-point tensors count their exact size; an all-reduce of ``n`` bytes among
+``W`` workers is *modelled* as ``2 (W - 1) / W * n`` sent and received per worker, the traffic of
+the bandwidth-optimal ring algorithm. What actually crosses a link (headers, the algorithm gloo
+really runs) is measured apart, from the interface counters (:mod:`pipeline.training.wire`);
+the emulated-network tests hold the two against each other. DDP's communication hooks (plain,
+fp16, bf16, PowerSGD) call ``dist.all_reduce`` themselves, some from completion callbacks on
+gloo's threads; :meth:`Comm.attribute_all_reduce` counts those calls too, without waiting on
+them, so gradient buckets stay in flight while backward goes on, as in plain DDP.
 """
 
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -40,6 +45,9 @@ class Comm:
         self.sent: dict[str, float] = defaultdict(float)
         self.received: dict[str, float] = defaultdict(float)
         self.seconds = 0.0  # wall time spent blocked in communication
+        self._lock = threading.Lock()  # hooks count from gloo's completion threads
+        self._last_bucket = 0.0
+        self.buckets = 0  # gradient buckets DDP handed over
 
     @contextmanager
     def _timed(self) -> Iterator[None]:
@@ -52,8 +60,9 @@ class Comm:
     def _count(self, purpose: str, sent: float, received: float) -> None:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown traffic purpose {purpose!r}; use one of {PURPOSES}")
-        self.sent[purpose] += sent
-        self.received[purpose] += received
+        with self._lock:
+            self.sent[purpose] += sent
+            self.received[purpose] += received
 
     def all_reduce(self, tensor: torch.Tensor, purpose: str, group: Any = None) -> None:
         """Sum ``tensor`` in place across ``group`` (blocking)."""
@@ -94,9 +103,11 @@ class Comm:
             self._count(purpose, 0, sum(len(pickle.dumps(o)) for o in out[1:]))
         return out
 
-    @contextmanager
-    def intercepting_all_reduce(self, purpose: str) -> Iterator[None]:
-        """Count every ``dist.all_reduce`` made inside the block (e.g. by a DDP comm hook)."""
+    def attribute_all_reduce(self, purpose: str) -> None:
+        """Count every ``dist.all_reduce`` made from now on (by DDP's hooks) as ``purpose``.
+
+        Until :meth:`close`. Calls made through :meth:`all_reduce` are counted once, as theirs.
+        """
 
         def counted(tensor: torch.Tensor, op: Any = dist.ReduceOp.SUM, group: Any = None,
                     async_op: bool = False) -> Any:
@@ -105,19 +116,34 @@ class Comm:
             return _ORIGINAL_ALL_REDUCE(tensor, op=op, group=group, async_op=async_op)
 
         dist.all_reduce = counted
-        try:
-            with self._timed():
-                yield
-        finally:
-            dist.all_reduce = _ORIGINAL_ALL_REDUCE
+
+    def bucket_ready(self) -> None:
+        """A DDP hook's note that backward handed a gradient bucket to the network."""
+        self._last_bucket = time.perf_counter()
+        self.buckets += 1
+
+    def add_exposed_time(self) -> None:
+        """After backward: count the time it waited past its last bucket as communication.
+
+        That is the communication that overlapping with backward did not hide.
+        """
+        if self._last_bucket:
+            self.seconds += max(time.perf_counter() - self._last_bucket, 0.0)
+            self._last_bucket = 0.0
+
+    def close(self) -> None:
+        """Stop :meth:`attribute_all_reduce`'s counting."""
+        dist.all_reduce = _ORIGINAL_ALL_REDUCE
 
     def totals(self) -> dict[str, float]:
-        """Bytes sent and received, in total and per purpose."""
-        out = {"bytes_sent": sum(self.sent.values()),
-               "bytes_received": sum(self.received.values()), "comm_s": self.seconds}
-        for purpose in PURPOSES:
-            out[f"bytes_sent_{purpose}"] = self.sent.get(purpose, 0.0)
-            out[f"bytes_received_{purpose}"] = self.received.get(purpose, 0.0)
+        """Payload bytes sent and received, in total and per purpose, and the time blocked."""
+        with self._lock:
+            out = {"payload_bytes_sent": sum(self.sent.values()),
+                   "payload_bytes_received": sum(self.received.values()),
+                   "comm_s": self.seconds, "gradient_buckets": float(self.buckets)}
+            for purpose in PURPOSES:
+                out[f"payload_bytes_sent_{purpose}"] = self.sent.get(purpose, 0.0)
+                out[f"payload_bytes_received_{purpose}"] = self.received.get(purpose, 0.0)
         return out
 
 

@@ -22,6 +22,7 @@ class ParallelSettings:
     gradient_compression: Compression = "none"  # data_parallel: DDP communication hook
     powersgd_rank: int = 2  # data_parallel with powersgd
     sync_every: int = 1  # data_parallel: >1 is local SGD, parameters averaged every k steps
+    bucket_cap_mb: float = 25.0  # data_parallel: DDP's gradient bucket size (all-reduce each)
     micro_batches: int = 1  # model-parallel schemes: micro-batches per step
     activation_dtype: WireDtype = "float32"  # model-parallel schemes: dtype on the wire
     head_placement: Literal["shared", "own"] = "shared"  # branch_parallel, hybrid
@@ -67,13 +68,18 @@ class TrainJob:
     fault: Fault | None = None
 
 
+LINKS = ("process_group", "spark")  # the links whose wire bytes a worker measures
+
+
 @dataclass
 class TrainResult:
     """The trained weights (one ordinary state dict) and what happened on the way.
 
-    ``workers`` holds every worker's own figures (CPU, memory, parameter bytes, traffic by
-    purpose, communication time), gathered by rank 0. ``expected_bytes_per_step`` is the analytic
-    traffic of the scheme, summed over workers, by purpose.
+    ``workers`` holds every worker's own figures (CPU, memory, parameter bytes, payload by
+    purpose, wire bytes per link where measured, communication time), gathered by rank 0.
+    ``modelled_payload_per_step`` is the scheme's payload per step computed from the model's
+    shapes (parameter bytes for an all-reduce, activation sizes for the model-parallel
+    schemes), summed over workers, by purpose.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -83,45 +89,66 @@ class TrainResult:
     world_size: int = 1
     wall_time_s: float = 0.0
     workers: list[dict[str, float]] = field(default_factory=list)
-    expected_bytes_per_step: dict[str, float] = field(default_factory=dict)
-    physical_loopback_bytes: float | None = None
+    modelled_payload_per_step: dict[str, float] = field(default_factory=dict)
     spark: dict[str, float] = field(default_factory=dict)  # Spark's own task metrics
 
-    def measured_bytes(self, purpose: str) -> float:
-        """Bytes sent for ``purpose``, summed over workers, over the whole training."""
-        return sum(w.get(f"bytes_sent_{purpose}", 0.0) for w in self.workers)
+    def payload_bytes(self, purpose: str) -> float:
+        """Payload bytes sent for ``purpose``, summed over workers, over the whole training."""
+        return sum(w.get(f"payload_bytes_sent_{purpose}", 0.0) for w in self.workers)
+
+    def _total(self, key: str) -> float:
+        return sum(float(w.get(key, 0.0)) for w in self.workers)
 
     def metrics(self) -> dict[str, float]:
-        """Figures for MLflow; the same names for every scheme."""
+        """Figures for MLflow; the same names for every scheme.
+
+        ``payload_*`` is counted at the process-group call (an all-reduce as a ring moves it);
+        ``wire_*`` is read from the workers' interface counters and only present where the
+        workers have links of their own (the emulated cluster, a real one).
+        """
         steps = max(self.steps, 1)
-        step_purposes = [p for p in ("gradients", "parameters", "activations",
-                                     "activation_gradients")]
-        measured = sum(self.measured_bytes(p) for p in step_purposes)
-        expected = sum(self.expected_bytes_per_step.get(p, 0.0) for p in step_purposes) * steps
+        step_purposes = ("gradients", "parameters", "activations", "activation_gradients")
+        counted = sum(self.payload_bytes(p) for p in step_purposes)
+        modelled = sum(self.modelled_payload_per_step.get(p, 0.0) for p in step_purposes) * steps
         out = {
             "training_time_s": self.wall_time_s,
             "steps": float(self.steps),
             "samples_per_s": self.samples / self.wall_time_s if self.wall_time_s else 0.0,
             "world_size": float(self.world_size),
-            "bytes_sent_total": sum(w.get("bytes_sent", 0.0) for w in self.workers),
-            "bytes_received_total": sum(w.get("bytes_received", 0.0) for w in self.workers),
-            "bytes_sent_per_step": measured / steps,
-            "bytes_sent_per_sample": measured / max(self.samples, 1),
-            "expected_bytes_per_step": expected / steps,
-            "traffic_ratio_measured_to_expected": measured / expected if expected else 0.0,
+            "payload_bytes_sent_total": self._total("payload_bytes_sent"),
+            "payload_bytes_received_total": self._total("payload_bytes_received"),
+            "payload_bytes_sent_per_step": counted / steps,
+            "payload_bytes_sent_per_sample": counted / max(self.samples, 1),
+            "modelled_payload_bytes_per_step": modelled / steps,
+            "payload_ratio_counted_to_modelled": counted / modelled if modelled else 0.0,
             "max_worker_param_bytes": max((w["param_bytes"] for w in self.workers), default=0),
             "max_worker_peak_rss_mb": max((w["peak_rss_mb"] for w in self.workers), default=0),
             "cpu_s_total": sum(w["cpu_s"] for w in self.workers),
         }
         for purpose in ("gradients", "parameters", "activations", "activation_gradients",
                         "control", "validation"):
-            out[f"bytes_sent_{purpose}"] = self.measured_bytes(purpose)
-        if self.physical_loopback_bytes is not None:
-            out["physical_loopback_bytes"] = self.physical_loopback_bytes
+            out[f"payload_bytes_sent_{purpose}"] = self.payload_bytes(purpose)
+        measured = [w for w in self.workers if "wire_bytes_sent_process_group" in w]
+        if measured:
+            for link in LINKS:
+                for direction in ("sent", "received"):
+                    key = f"wire_bytes_{direction}_{link}"
+                    out[f"{key}_total"] = self._total(key)
+            out["wire_bytes_sent_process_group_per_step"] = (
+                out["wire_bytes_sent_process_group_total"] / steps)
+            payload = out["payload_bytes_sent_total"]
+            out["wire_to_payload_ratio"] = (
+                out["wire_bytes_sent_process_group_total"] / payload if payload else 0.0)
+        rates = [w["link_rate_bps"] for w in self.workers if "link_rate_bps" in w]
+        if rates:
+            out["link_rate_mbit_s"] = min(rates) / 1e6
         out |= self.spark
         for w in self.workers:
             rank = int(w["rank"])
             for key in ("cpu_s", "cpu_util", "peak_rss_mb", "param_bytes", "comm_s",
-                        "compute_s", "bytes_sent", "bytes_received"):
-                out[f"worker{rank}_{key}"] = float(w[key])
+                        "compute_s", "payload_bytes_sent", "payload_bytes_received",
+                        *(f"wire_bytes_{d}_{link}" for link in LINKS
+                          for d in ("sent", "received"))):
+                if key in w:
+                    out[f"worker{rank}_{key}"] = float(w[key])
         return out

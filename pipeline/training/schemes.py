@@ -24,8 +24,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
 from pipeline.errors import TrainingError
 from pipeline.model import MultimodalCNN
 from pipeline.training.comm import all_reduce_bytes
@@ -47,8 +45,11 @@ def world_size(job: TrainJob) -> int:
     return layout_for(job.model, job.parallel).world_size
 
 
-def expected_bytes_per_step(job: TrainJob, patch_size: int) -> dict[str, float]:
-    """Analytic bytes sent per optimiser step, summed over workers, by purpose."""
+def modelled_payload_per_step(job: TrainJob, patch_size: int) -> dict[str, float]:
+    """Payload bytes sent per optimiser step, from the model's shapes, summed over workers.
+
+    By purpose. An all-reduce is modelled as the ring moves it (:func:`all_reduce_bytes`).
+    """
     parallel = job.parallel
     if parallel.scheme != "data_parallel":
         return model_parallel_bytes_per_step(job.model, layout_for(job.model, parallel),
@@ -68,8 +69,8 @@ def expected_bytes_per_step(job: TrainJob, patch_size: int) -> dict[str, float]:
 def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
     """Train ``job`` on the Spark application ``spark``; returns rank 0's result.
 
-    The result comes with every worker's figures, the analytic traffic and the loopback
-    interface's byte count.
+    The result comes with every worker's figures (payload counted at the call, wire bytes
+    where the workers have links of their own) and the payload modelled from the shapes.
 
     Raises:
         TrainingError: too few task slots, a worker failed (named in the message), or training
@@ -86,7 +87,6 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
             "train.workers (or the scheme's layout settings) or give Spark more slots "
             "(spark.master, e.g. local[4], or more executors)")
     distributor = TorchDistributor(num_processes=workers, local_mode=False, use_gpu=False)
-    loopback_before = _loopback_bytes()
     group = f"landcover-train-{uuid.uuid4().hex}"
     with WorkerReports() as reports:
         try:
@@ -98,10 +98,7 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
             raise TrainingError(reports.summary(job.parallel.scheme, workers, exc)) from exc
     if not isinstance(result, TrainResult):
         raise TrainingError(f"{job.parallel.scheme} training returned no result from rank 0")
-    loopback_after = _loopback_bytes()
-    if loopback_before is not None and loopback_after is not None:
-        result.physical_loopback_bytes = loopback_after - loopback_before
-    result.expected_bytes_per_step = expected_bytes_per_step(job, patch_size)
+    result.modelled_payload_per_step = modelled_payload_per_step(job, patch_size)
     result.spark = job_group_metrics(spark, group)
     return result
 
@@ -161,7 +158,3 @@ def _task_slots(spark: Any) -> int | None:
     task_cpus = int(context.getConf().get("spark.task.cpus", "1"))
     return context.defaultParallelism // task_cpus
 
-
-def _loopback_bytes() -> float | None:
-    counters = psutil.net_io_counters(pernic=True).get("lo")
-    return float(counters.bytes_sent) if counters else None

@@ -105,7 +105,8 @@ class DataParallelStrategy(Strategy):
         settings = job.parallel
         if world_size > 1:
             # Every worker built the same weights from the seed: no start-up broadcast needed.
-            self.net = DistributedDataParallel(self.model, init_sync=False)
+            self.net = DistributedDataParallel(self.model, init_sync=False,
+                                               bucket_cap_mb=settings.bucket_cap_mb)
             self.net.register_comm_hook(*self._hook(settings.gradient_compression))
         self._optimizer = torch.optim.SGD(self.model.parameters(), lr=job.learning_rate,
                                           momentum=job.momentum)
@@ -120,13 +121,11 @@ class DataParallelStrategy(Strategy):
             start_powerSGD_iter=2, random_seed=self.job.seed) if compression == "powersgd"
             else None)
         comm = self.comm
+        comm.attribute_all_reduce("gradients")
 
         def counted_hook(hook_state, bucket):  # noqa: ANN001, ANN202 (DDP inspects annotations)
-            with comm.intercepting_all_reduce("gradients"):
-                result = inner(hook_state, bucket).wait()
-            done: torch.futures.Future = torch.futures.Future()
-            done.set_result(result)
-            return done
+            comm.bucket_ready()
+            return inner(hook_state, bucket)  # in flight while backward goes on
 
         return state, counted_hook
 
@@ -166,7 +165,8 @@ class DataParallelStrategy(Strategy):
                 loss.backward()
         else:
             loss = per_sample_loss(self.net(inputs), labels, task).mean()
-            loss.backward()
+            loss.backward()  # returns once DDP's last gradient bucket is reduced
+            self.comm.add_exposed_time()
         self.optimizer.step()
         self.steps += 1
         if local_sgd and self.steps % self.job.parallel.sync_every == 0:

@@ -25,7 +25,7 @@ def parallel_settings(train: TrainParams, scheme: str | None = None) -> Parallel
     return ParallelSettings(
         scheme=scheme or train.scheme, workers=train.workers,
         gradient_compression=dp.gradient_compression, powersgd_rank=dp.powersgd_rank,
-        sync_every=dp.sync_every, micro_batches=mp.micro_batches,
+        sync_every=dp.sync_every, bucket_cap_mb=dp.bucket_cap_mb, micro_batches=mp.micro_batches,
         activation_dtype=mp.activation_dtype, head_placement=mp.head_placement,
         pipeline_stages=mp.pipeline_stages, replicas=mp.replicas)
 

@@ -24,6 +24,7 @@ from pipeline.training.failures import FAILURE_MARK
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.resources import ResourceMeter
 from pipeline.training.strategies import STRATEGIES, Strategy
+from pipeline.training.wire import WireMeter
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -43,14 +44,16 @@ def train_worker(job: TrainJob) -> TrainResult | None:
     if distributed:
         dist.init_process_group("gloo", timeout=timedelta(seconds=job.timeout_s))
     position = {"epoch": 0, "step": 0}
+    comm = Comm()
     try:
-        return _train(job, rank, world_size, position)
+        return _train(job, rank, world_size, position, comm)
     except BaseException as exc:
         print(f"{FAILURE_MARK} worker rank {rank} of {world_size} failed at epoch "
               f"{position['epoch']}, step {position['step']}: {type(exc).__name__}: {exc}",
               flush=True)
         raise
     finally:
+        comm.close()
         if distributed:
             dist.destroy_process_group()
 
@@ -64,12 +67,11 @@ def _inject_fault(job: TrainJob, rank: int, step: int) -> None:
         raise RuntimeError(f"injected fault at step {step}")
 
 
-def _train(job: TrainJob, rank: int, world_size: int,
-           position: dict[str, int]) -> TrainResult | None:
+def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
+           comm: Comm) -> TrainResult | None:
     dataset = PreparedDataset.open(job.data_dir)
     train = dataset.split("train")
     val = dataset.split("val") if job.validate else None
-    comm = Comm()
     strategy: Strategy = STRATEGIES[job.parallel.scheme](job, rank, world_size, comm)
     meter = ResourceMeter()
 
@@ -77,6 +79,7 @@ def _train(job: TrainJob, rank: int, world_size: int,
     resumed = checkpointer.restore(strategy)
     at = resumed or Position()
     history, steps, samples = list(at.history), at.steps, at.samples
+    wire = WireMeter.from_environment()  # the links' counters over the same phase as comm's
     start = time.perf_counter()
     for epoch in range(at.epoch, job.epochs):
         position["epoch"] = epoch + 1
@@ -113,7 +116,7 @@ def _train(job: TrainJob, rank: int, world_size: int,
     wall = time.perf_counter() - start
 
     figures = {"rank": float(rank), **meter.figures(), "param_bytes": float(strategy.param_bytes()),
-               **comm.totals()}
+               **comm.totals(), **wire.figures()}
     figures["compute_s"] = max(wall - figures["comm_s"], 0.0)
     state = strategy.local_state()
     if world_size > 1:
