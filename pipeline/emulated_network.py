@@ -43,6 +43,7 @@ MAX_WORKERS = 240
 NAME_PATTERN = re.compile(r"^lc[0-9a-f]{4}-")  # every object this module creates
 NETNS_ETC = Path("/etc/netns")  # `ip netns exec` binds /etc/netns/<ns>/hosts over /etc/hosts
 QUEUE_LATENCY = "50ms"  # longest a packet waits in a shaper's queue before it is dropped
+FRAME_BYTES = 1514  # an Ethernet frame at MTU 1500, as the shaper counts it (no FCS, preamble)
 COMMANDS = {"ip": "iproute2", "unshare": "util-linux", "hostname": "hostname"}
 
 _UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "tbit": 10**12}
@@ -67,12 +68,14 @@ def parse_rate(text: str) -> int:
 
 
 def shaper_burst_bytes(rate_bps: int) -> int:
-    """The token bucket's depth: 2 ms at the link rate, and never less than 128 KiB.
+    """The token bucket's depth: 100 us at the link rate, and at least two full frames.
 
-    A bucket smaller than one offloaded packet (64 KiB) makes the shaper split every packet;
-    2 ms keeps the excess over the rate in any 2 ms window small.
+    The bucket is what the shaper lets through at once, unpaced: with a deep one, a message
+    smaller than the bucket would cross at memory speed however slow the link (no serialisation
+    delay). At 100 us a message pays its bytes / rate less at most 100 us (at 100 Mbit/s the
+    two-frame minimum, 242 us); larger offloaded packets are cut into frames that fit.
     """
-    return max(128 * 1024, rate_bps // 8 // 500)
+    return max(2 * FRAME_BYTES, rate_bps // 8 // 10_000)
 
 
 def check_support() -> None:

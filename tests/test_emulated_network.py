@@ -40,8 +40,10 @@ pytestmark = [pytest.mark.slow,
 HEADER_SHARE = 66 / 1448
 # What a worker sends besides its payload and the headers of its data: the ACKs of the data it
 # receives (one 66-byte packet per received segment at most: another HEADER_SHARE of what it
-# receives), gloo's own small messages and per-message headers, ARP and IPv6 link-local chatter.
+# receives), gloo's own small messages and per-message headers, the segments TCP retransmits
+# (counted by the kernel; a full frame each at most), ARP and IPv6 link-local chatter.
 PER_CALL_BYTES = 1024  # gloo's messages and their headers, per process-group call
+FRAME_BYTES = 1514
 FIXED_BYTES = 16 * 1024
 
 RECEIVER = """
@@ -68,7 +70,7 @@ def wire_bound(worker: dict[str, float], calls: float) -> float:
     """The most a worker may send on its process-group link for its payload (see above)."""
     sent, received = worker["payload_bytes_sent"], worker["payload_bytes_received"]
     return sent * (1 + HEADER_SHARE) + received * HEADER_SHARE + calls * PER_CALL_BYTES \
-        + FIXED_BYTES
+        + worker["tcp_retransmitted_segments"] * FRAME_BYTES + FIXED_BYTES
 
 
 def cluster_processes(state_dir: Path) -> list[psutil.Process]:

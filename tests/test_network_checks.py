@@ -11,7 +11,7 @@ from pipeline import emulated_network
 from pipeline.config import load_params
 from pipeline.emulated_network import EmulatedNetwork, check_support, parse_rate
 from pipeline.errors import NetworkEmulationError, ParamsError
-from pipeline.training.wire import WireMeter, interface_counters
+from pipeline.training.wire import WireMeter, interface_counters, retransmitted_segments
 
 PROC_NET_DEV = """\
 Inter-|   Receive                                                |  Transmit
@@ -77,6 +77,15 @@ def test_interface_counters_are_read_per_interface(tmp_path: Path) -> None:
     dev.write_text(PROC_NET_DEV)
     assert interface_counters(dev) == {"lo": (0, 0), "spark0": (1290, 734),
                                        "pg0": (56346, 26272386)}
+
+
+def test_tcp_retransmissions_are_read_from_snmp(tmp_path: Path) -> None:
+    snmp = tmp_path / "snmp"
+    snmp.write_text("Ip: Forwarding DefaultTTL\nIp: 1 64\n"
+                    "Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens "
+                    "AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs\n"
+                    "Tcp: 1 200 120000 -1 10 4 0 0 3 2209 2669 48 0\n")
+    assert retransmitted_segments(snmp) == 48
 
 
 def test_a_worker_without_links_of_its_own_measures_nothing() -> None:

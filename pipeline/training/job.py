@@ -134,6 +134,7 @@ class TrainResult:
                 for direction in ("sent", "received"):
                     key = f"wire_bytes_{direction}_{link}"
                     out[f"{key}_total"] = self._total(key)
+            out["tcp_retransmitted_segments_total"] = self._total("tcp_retransmitted_segments")
             out["wire_bytes_sent_process_group_per_step"] = (
                 out["wire_bytes_sent_process_group_total"] / steps)
             payload = out["payload_bytes_sent_total"]
@@ -147,6 +148,7 @@ class TrainResult:
             rank = int(w["rank"])
             for key in ("cpu_s", "cpu_util", "peak_rss_mb", "param_bytes", "comm_s",
                         "compute_s", "payload_bytes_sent", "payload_bytes_received",
+                        "tcp_retransmitted_segments",
                         *(f"wire_bytes_{d}_{link}" for link in LINKS
                           for d in ("sent", "received"))):
                 if key in w:

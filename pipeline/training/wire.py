@@ -34,6 +34,13 @@ def interface_counters(proc_net_dev: Path = Path("/proc/net/dev")) -> dict[str, 
     return counters
 
 
+def retransmitted_segments(proc_net_snmp: Path = Path("/proc/net/snmp")) -> int:
+    """TCP segments this network namespace has retransmitted (``RetransSegs``)."""
+    header, values = (line.split() for line in proc_net_snmp.read_text().splitlines()
+                      if line.startswith("Tcp:"))
+    return int(values[header.index("RetransSegs")])
+
+
 def link_rate_bps(ifname: str) -> float | None:
     """The rate of the token-bucket shaper on ``ifname`` in bits/s; ``None`` when unshaped."""
     try:
@@ -63,6 +70,7 @@ class WireMeter:
                                f"{sorted(LINK_VARIABLES.values())} do not exist in this "
                                f"worker's network namespace (it has {sorted(counters)})")
         self._start = {link: counters[ifname] for link, ifname in self.links.items()}
+        self._retransmitted = retransmitted_segments() if self.links else 0
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> WireMeter:
@@ -71,7 +79,11 @@ class WireMeter:
                     if environ.get(var)})
 
     def figures(self) -> dict[str, float]:
-        """``wire_bytes_{sent,received}_<link>`` so far, and the process group's link rate."""
+        """``wire_bytes_{sent,received}_<link>`` so far, TCP retransmissions, the link rate.
+
+        ``tcp_retransmitted_segments`` counts this worker's namespace (both links): segments
+        TCP sent again after a loss or a timeout, which the wire bytes include.
+        """
         counters = interface_counters()
         out: dict[str, float] = {}
         for link, ifname in self.links.items():
@@ -79,6 +91,9 @@ class WireMeter:
             received, sent = received - received0, sent - sent0
             out[f"wire_bytes_sent_{link}"] = float(sent)
             out[f"wire_bytes_received_{link}"] = float(received)
+        if self.links:
+            out["tcp_retransmitted_segments"] = float(retransmitted_segments()
+                                                      - self._retransmitted)
         if "process_group" in self.links:
             rate = link_rate_bps(self.links["process_group"])
             if rate is not None:
