@@ -30,6 +30,7 @@ import yaml
 from pipeline.cluster import STATE_FILE, StandaloneCluster
 from pipeline.emulated_network import EmulatedNetwork, leftovers, parse_rate
 
+from .cluster_job import train_on_cluster
 from .conftest import PROJECT_ROOT, run_stage
 
 pytestmark = [pytest.mark.slow,
@@ -133,14 +134,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneClus
 @pytest.fixture(scope="module")
 def trained(cluster: StandaloneCluster, prepared_dir: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("emulated-results")
-    done = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "tests" / "cluster_job.py"), cluster.master_url,
-         str(prepared_dir), str(out), json.dumps(SPEC), *RUNS],
-        capture_output=True, text=True, timeout=600, cwd=out,
-        env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)})
-    assert done.returncode == 0, done.stderr[-4000:]
-    return out
+    return train_on_cluster(cluster.master_url, prepared_dir,
+                            tmp_path_factory.mktemp("emulated-results"), SPEC, RUNS)
 
 
 def result(trained: Path, run: str) -> dict:
