@@ -64,9 +64,7 @@ def modality_accuracies(scene: SyntheticSceneParams, prepare: PrepareParams, mod
 def _config(channels: dict[str, int], num_classes: int, model: ModelParams):  # noqa: ANN202
     from pipeline.model import ModelConfig
 
-    return ModelConfig(channels=channels, num_classes=num_classes,
-                       branch_width=model.branch_width, branch_depth=model.branch_depth,
-                       fusion_width=model.fusion_width)
+    return ModelConfig(channels=channels, num_classes=num_classes, **model.shape())
 
 
 def main() -> None:

@@ -70,9 +70,7 @@ def crossover(params: Params, patch_size: int, batches: list[int]) -> dict:
     """Analytic bytes per step of each scheme as the batch grows, at the configured model size:
     parameter-bound data parallelism stays flat, activation-bound model parallelism grows."""
     config = ModelConfig(channels={"optical": 4, "sar": 2}, num_classes=6,
-                         branch_width=params.model.branch_width,
-                         branch_depth=params.model.branch_depth,
-                         fusion_width=params.model.fusion_width)
+                         **params.model.shape())
     rows = []
     for batch in batches:
         job = TrainJob(data_dir="", model=config, batch_size=batch, epochs=1, learning_rate=0.1,

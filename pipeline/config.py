@@ -151,12 +151,36 @@ class PrepareParams(_Section):
         return self
 
 
-class ModelParams(_Section):
-    """Size of the multimodal CNN."""
+MODEL_SIZES: dict[str, dict[str, int]] = {  # model.size -> the shape keys it sets
+    "tiny": {"branch_width": 16, "branch_depth": 2, "fusion_width": 64, "downsample_every": 0},
+    "small": {"branch_width": 32, "branch_depth": 4, "fusion_width": 128, "downsample_every": 2},
+    "large": {"branch_width": 64, "branch_depth": 6, "fusion_width": 512, "downsample_every": 2},
+}
 
-    branch_width: int = Field(16, ge=1, le=1024, description="channels of each modality branch")
+
+class ModelParams(_Section):
+    """Size of the multimodal CNN: a named ``size``, whose shape keys a key set here overrides."""
+
+    size: Literal["tiny", "small", "large"] = Field(
+        "tiny", description="tiny (the default, for make run) | small | large (>= 10 MB)")
+    branch_width: int = Field(16, ge=1, le=1024, description="channels of a branch's first block")
     branch_depth: int = Field(2, ge=1, le=16, description="conv blocks per modality branch")
     fusion_width: int = Field(64, ge=1, le=8192, description="width of the fused hidden layer")
+    downsample_every: int = Field(
+        0, ge=0, le=16, description="a 2x2 max-pool after every k-th block, then twice the "
+                                    "width (0: none)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_size(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            size = data.get("size", "tiny")
+            return MODEL_SIZES.get(size, {}) | data
+        return data
+
+    def shape(self) -> dict[str, int]:
+        """The network's shape keys (``ModelConfig``'s), as this section resolves them."""
+        return {key: getattr(self, key) for key in MODEL_SIZES["tiny"]}
 
 
 SchemeName = Literal["data_parallel", "branch_parallel", "pipeline_parallel", "hybrid"]

@@ -32,14 +32,32 @@ class ModelConfig:
     branch_depth: int = 2
     fusion_width: int = 64
     task: str = SINGLE_LABEL
+    downsample_every: int = 0  # k > 0: a 2x2 max-pool after every k-th block, then twice the width
 
     def __post_init__(self) -> None:
         if not self.channels:
             raise ValueError("ModelConfig.channels needs at least one modality")
+        if self.downsample_every < 0:
+            raise ValueError(f"downsample_every must be 0 (none) or positive, got "
+                             f"{self.downsample_every}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+
+    def downsamples_after(self, block: int) -> bool:
+        """Whether block ``block`` ends with a 2x2 max-pool (never the last: it pools globally)."""
+        every = self.downsample_every
+        return every > 0 and (block + 1) % every == 0 and block < self.branch_depth - 1
+
+    @property
+    def block_widths(self) -> tuple[int, ...]:
+        """Output channels of each block of a branch: the width doubles after each max-pool."""
+        widths, width = [], self.branch_width
+        for block in range(self.branch_depth):
+            widths.append(width)
+            width *= 2 if self.downsamples_after(block) else 1
+        return tuple(widths)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable form, saved next to the weights."""
@@ -51,20 +69,28 @@ def _groups(width: int) -> int:
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 convolution, GroupNorm, ReLU: ``(B, C_in, h, w)`` -> ``(B, width, h, w)``."""
+    """3x3 convolution, GroupNorm, ReLU: ``(B, C_in, h, w)`` -> ``(B, width, h, w)``.
 
-    def __init__(self, in_channels: int, width: int) -> None:
-        super().__init__(nn.Conv2d(in_channels, width, kernel_size=3, padding=1),
-                         nn.GroupNorm(_groups(width), width), nn.ReLU())
+    With ``downsample``, a 2x2 max-pool follows: ``(B, width, ceil(h/2), ceil(w/2))``.
+    """
+
+    def __init__(self, in_channels: int, width: int, downsample: bool = False) -> None:
+        layers = [nn.Conv2d(in_channels, width, kernel_size=3, padding=1),
+                  nn.GroupNorm(_groups(width), width), nn.ReLU()]
+        if downsample:
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))  # no parameters: same state dict
+        super().__init__(*layers)
 
 
 class ModalityBranch(nn.Module):
     """Conv blocks over one modality's patch; the last is followed by global average pooling."""
 
-    def __init__(self, in_channels: int, width: int, depth: int) -> None:
+    def __init__(self, in_channels: int, config: ModelConfig) -> None:
         super().__init__()
+        widths = config.block_widths
         self.blocks = nn.ModuleList(
-            ConvBlock(in_channels if i == 0 else width, width) for i in range(depth))
+            ConvBlock(in_channels if i == 0 else widths[i - 1], width,
+                      config.downsamples_after(i)) for i, width in enumerate(widths))
 
 
 class FusionHead(nn.Module):
@@ -112,10 +138,9 @@ class MultimodalCNN(nn.Module):
         self.config = config
         self.modalities = list(config.channels)
         self.branches = nn.ModuleDict({
-            name: ModalityBranch(c, config.branch_width, config.branch_depth)
-            for name, c in config.channels.items()
+            name: ModalityBranch(c, config) for name, c in config.channels.items()
         })
-        self.head = FusionHead(config.branch_width * len(config.channels), config.fusion_width,
+        self.head = FusionHead(config.block_widths[-1] * len(config.channels), config.fusion_width,
                                config.num_classes)
         self.units = self._build_units()  # a plain list: not registered, state_dict unchanged
 

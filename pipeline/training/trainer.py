@@ -15,8 +15,7 @@ from pipeline.training.schemes import fit
 def model_config(model: ModelParams, dataset: PreparedDataset) -> ModelConfig:
     """The network's shape: sizes from ``params.yaml``, inputs and classes from the data."""
     return ModelConfig(channels=dataset.channels, num_classes=len(dataset.class_names),
-                       branch_width=model.branch_width, branch_depth=model.branch_depth,
-                       fusion_width=model.fusion_width, task=dataset.task)
+                       task=dataset.task, **model.shape())
 
 
 def parallel_settings(train: TrainParams, scheme: str | None = None) -> ParallelSettings:

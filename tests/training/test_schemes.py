@@ -1,24 +1,26 @@
 """Every scheme on real Spark barrier tasks (TorchDistributor, gloo), against one process.
 
-Each configuration trains two steps once (module-scoped cache); the tests then check that the
-parameters equal single-process training and that the counted traffic equals the analytic one.
+Each configuration trains two steps once (module-scoped cache), for two models: a tiny one on
+7x7 patches and the ``small`` size (strided stages, 149,190 parameters) on 33x33 patches. The
+tests then check that the parameters equal single-process training and that the counted payload
+equals the one modelled from the shapes.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from pipeline.config import ModelParams, PrepareParams, SyntheticSceneParams
 from pipeline.data.dataset import PreparedDataset
+from pipeline.data.prepare import prepare_dataset
+from pipeline.data.synthetic import write_synthetic_scene
 from pipeline.model import ModelConfig
 from pipeline.training import ParallelSettings, TrainJob, TrainResult, fit, world_size
 from pipeline.training.strategies import build_model
 from pipeline.training.worker import train_worker
-
-from ..conftest import SMALL_PREPARE
 
 pytestmark = pytest.mark.slow
 
@@ -37,45 +39,68 @@ CONFIGS = {
     "hybrid": ParallelSettings(scheme="hybrid", replicas=2, micro_batches=2),
 }
 EXACT = [name for name in CONFIGS if name != "data_parallel_fp16"]
+MODELS = {  # the network's shape per case
+    "tiny_7px": {"branch_width": 8, "branch_depth": 2, "fusion_width": 16},
+    "small_33px": ModelParams(size="small").shape(),
+}
 
 
-def job_for(prepared_dir: Path, parallel: ParallelSettings) -> TrainJob:
-    dataset = PreparedDataset.open(prepared_dir)
+@pytest.fixture(scope="module")
+def prepared_33px(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("scene-33px")
+    write_synthetic_scene(SyntheticSceneParams(seed=3, height=160, width=160,
+                                               region_scale_px=12.0), root / "raw")
+    prepare_dataset(root / "raw", root / "prepared",
+                    PrepareParams(patch_size=33, stride=6, block_size=40, seed=1))
+    return root / "prepared"
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def case(request: pytest.FixtureRequest, prepared_dir: Path) -> tuple[str, Path]:
+    """(model case, its prepared data)."""
+    if request.param == "tiny_7px":
+        return request.param, prepared_dir
+    return request.param, request.getfixturevalue("prepared_33px")
+
+
+def job_for(case: tuple[str, Path], parallel: ParallelSettings) -> TrainJob:
+    name, data = case
+    dataset = PreparedDataset.open(data)
     return TrainJob(
-        data_dir=str(prepared_dir),
+        data_dir=str(data),
         model=ModelConfig(channels=dataset.channels, num_classes=len(dataset.class_names),
-                          branch_width=8, branch_depth=2, fusion_width=16),
+                          **MODELS[name]),
         batch_size=32, epochs=1, learning_rate=0.1, momentum=0.9, seed=5, max_steps=STEPS,
         validate=False, parallel=parallel)
 
 
 @pytest.fixture(scope="module")
-def reference(prepared_dir: Path) -> TrainResult:
-    single = replace(job_for(prepared_dir, ParallelSettings(workers=1)))
-    return train_worker(single)
+def reference(case: tuple[str, Path]) -> TrainResult:
+    return train_worker(job_for(case, ParallelSettings(workers=1)))
 
 
 @pytest.fixture(scope="module")
-def trained(spark: object, prepared_dir: Path) -> dict[str, TrainResult]:
-    return {name: fit(spark, job_for(prepared_dir, settings), SMALL_PREPARE.patch_size)
+def trained(spark: object, case: tuple[str, Path]) -> dict[str, TrainResult]:
+    patch = int(PreparedDataset.open(case[1]).manifest["patch_size"])
+    return {name: fit(spark, job_for(case, settings), patch)
             for name, settings in CONFIGS.items()}
 
 
 @pytest.mark.parametrize("name", EXACT)
 def test_scheme_computes_the_same_parameters_as_one_process(
         name: str, trained: dict[str, TrainResult], reference: TrainResult,
-        prepared_dir: Path) -> None:
+        case: tuple[str, Path]) -> None:
     result = trained[name]
     assert result.steps == reference.steps == STEPS
-    assert result.world_size == world_size(job_for(prepared_dir, CONFIGS[name]))
+    assert result.world_size == world_size(job_for(case, CONFIGS[name]))
     assert list(result.state_dict) == list(reference.state_dict)  # one ordinary state dict
     for key, expected in reference.state_dict.items():
         torch.testing.assert_close(result.state_dict[key], expected, rtol=1e-5, atol=1e-6,
                                    msg=lambda m, key=key: f"{name}, {key}: {m}")
 
 
-def test_training_moved_the_weights(reference: TrainResult, prepared_dir: Path) -> None:
-    initial = build_model(job_for(prepared_dir, CONFIGS["data_parallel"])).state_dict()
+def test_training_moved_the_weights(reference: TrainResult, case: tuple[str, Path]) -> None:
+    initial = build_model(job_for(case, CONFIGS["data_parallel"])).state_dict()
     assert any(not torch.equal(initial[k], reference.state_dict[k]) for k in initial)
 
 
