@@ -83,6 +83,40 @@ def _prepare(figures: dict) -> list[str]:
     return lines
 
 
+def _network(figures: dict) -> list[str]:
+    if "skipped" in figures:
+        return [f"Not measured: {figures['skipped']}"]
+    points = figures["points"]
+    lines = [f"{figures['cluster']}, {figures['steps']} steps per point (the first 2 left out), "
+             f"{figures['patch_size']}x{figures['patch_size']} patches; samples/s from the "
+             "median step, the range from the 10th and 90th percentile steps; bytes per worker "
+             "per step are the busiest worker's; one process (2 threads) measured in the same "
+             "run.", "",
+             "| link | model | batch | scheme | samples/s (p90-p10 step) | ÷ one process | "
+             "comm / compute ms per step | payload / wire B per worker-step | max param KB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for p in points:
+        b = p["batch_size"]
+        lines.append(
+            f"| {p['link_rate']} | {p['model_size']} | {b} | {p['scheme']} | "
+            f"{p['samples_per_s']:,.0f} ({b / p['step_s_p90']:,.0f}-{b / p['step_s_p10']:,.0f})"
+            f" | {p['ratio_to_single_process']:.2f} | {p['comm_s_per_step'] * 1e3:,.1f} / "
+            f"{p['compute_s_per_step'] * 1e3:,.1f} | {p['payload_bytes_sent_per_worker_step']:,.0f}"
+            f" / {p['wire_bytes_sent_per_worker_step']:,.0f} | "
+            f"{p['max_worker_param_bytes'] / 1024:,.1f} |")
+    lines += ["", "Fastest scheme per point (samples/s of the median step):", ""]
+    cases = sorted({(p["link_rate_bps"], p["link_rate"], p["model_size"], p["batch_size"])
+                    for p in points}, reverse=True)
+    for _, rate, size, batch in cases:
+        rows = {p["scheme"]: p for p in points if p["link_rate"] == rate
+                and p["model_size"] == size and p["batch_size"] == batch}
+        best = max(rows, key=lambda s: rows[s]["samples_per_s"])
+        versus = ", ".join(f"{s} {r['samples_per_s'] / rows['data_parallel']['samples_per_s']:.2f}"
+                           for s, r in rows.items() if s != "data_parallel")
+        lines.append(f"- {rate}, {size}, batch {batch}: **{best}**; ÷ data_parallel: {versus}")
+    return lines
+
+
 def _generic(figures: dict) -> list[str]:
     return [f"- `{k}`: {v}" for k, v in figures.items() if isinstance(v, int | float | str)]
 
@@ -95,6 +129,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
                          _training),
     "inference_throughput": ("Inference: each deployment vs single process; Spark start-up",
                              _inference),
+    "network_schemes": ("Schemes on an emulated cluster network: link rate x model size x batch",
+                        _network),
 }
 
 

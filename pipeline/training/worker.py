@@ -12,6 +12,7 @@ import signal
 import time
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -80,6 +81,8 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
     at = resumed or Position()
     history, steps, samples = list(at.history), at.steps, at.samples
     wire = WireMeter.from_environment()  # the links' counters over the same phase as comm's
+    step_times: list[float] = []
+    step_comm: list[float] = []  # of each step, the time blocked in communication
     start = time.perf_counter()
     for epoch in range(at.epoch, job.epochs):
         position["epoch"] = epoch + 1
@@ -90,7 +93,10 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
         for index in range(at.batch if resuming_here else 0, len(batches)):
             position["step"] = steps + 1
             _inject_fault(job, rank, steps + 1)
+            step_start, comm_start = time.perf_counter(), comm.seconds
             loss_sum, seen = strategy.step(train, batches[index])
+            step_times.append(time.perf_counter() - step_start)
+            step_comm.append(comm.seconds - comm_start)
             totals += torch.tensor([loss_sum, seen], dtype=torch.float64)
             steps += 1
             samples += len(batches[index])
@@ -118,6 +124,8 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
     figures = {"rank": float(rank), **meter.figures(), "param_bytes": float(strategy.param_bytes()),
                **comm.totals(), **wire.figures()}
     figures["compute_s"] = max(wall - figures["comm_s"], 0.0)
+    figures |= step_time_quantiles(step_times)
+    figures |= step_time_quantiles(step_comm, "step_comm_s")
     state = strategy.local_state()
     if world_size > 1:
         gathered = comm.gather_to_zero((figures, state))
@@ -131,6 +139,18 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
     checkpointer.clear()
     return TrainResult(state_dict=merged, history=history, steps=steps, samples=samples,
                        world_size=world_size, wall_time_s=wall, workers=all_figures)
+
+
+WARMUP_STEPS = 2  # first steps of a run, left out of its step-time quantiles (allocator, caches)
+
+
+def step_time_quantiles(step_times: list[float], name: str = "step_s") -> dict[str, float]:
+    """``<name>_p10/p50/p90`` of the optimiser steps after the warm-up (all if too few)."""
+    timed = step_times[WARMUP_STEPS:] if len(step_times) > WARMUP_STEPS + 1 else step_times
+    if not timed:
+        return {}
+    p10, p50, p90 = np.quantile(timed, [0.1, 0.5, 0.9])
+    return {f"{name}_p10": float(p10), f"{name}_p50": float(p50), f"{name}_p90": float(p90)}
 
 
 def _log_progress(record: dict[str, float], job: TrainJob, elapsed: float, steps: int,

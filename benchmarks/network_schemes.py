@@ -1,0 +1,204 @@
+"""Every scheme on an emulated cluster network: throughput and bytes vs link rate and model size.
+
+A standalone Spark cluster of four workers, each in its own network namespace behind links of
+the rate under test (:mod:`pipeline.emulated_network`; the rate is changed between points with
+``set_rate``, the cluster stays up). For each link rate x model size x batch size, every scheme
+trains ``--steps`` optimiser steps of the default scene, and the same model trains as one process
+(two threads) in this process, in the same run. Per point:
+
+- samples/s from the median step time after the warm-up (``step_s_p50``; the spread is the
+  10th-90th percentile of the steps, each step a repeat);
+- the step split into communication (the median step's time blocked in the process group, the
+  busiest worker) and the rest (compute, and waiting on a peer's compute);
+- payload and wire bytes (process-group link) sent per worker per step, measured;
+- the largest parameter bytes a worker holds, and the ratio to one process.
+
+Writes ``benchmarks/results/network_schemes.{json,png}``. Needs root (network namespaces); without
+it the figures say why they are missing.
+
+    python -m benchmarks.network_schemes [--rates 10gbit 1gbit 100mbit] [--sizes tiny large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, machine, prepared_default_data, save  # noqa: E402
+from pipeline.cluster import StandaloneCluster  # noqa: E402
+from pipeline.config import ModelParams, SparkParams, load_params  # noqa: E402
+from pipeline.data.dataset import PreparedDataset  # noqa: E402
+from pipeline.emulated_network import EmulatedNetwork, check_support, parse_rate  # noqa: E402
+from pipeline.errors import NetworkEmulationError  # noqa: E402
+from pipeline.runtime import configure_environment  # noqa: E402
+from pipeline.spark import spark_session  # noqa: E402
+from pipeline.training import ParallelSettings, TrainJob, fit  # noqa: E402
+from pipeline.training.trainer import model_config  # noqa: E402
+from pipeline.training.worker import train_worker  # noqa: E402
+
+SCHEMES = {
+    "data_parallel": ParallelSettings(scheme="data_parallel", workers=2),
+    "branch_parallel": ParallelSettings(scheme="branch_parallel"),
+    "pipeline_parallel": ParallelSettings(scheme="pipeline_parallel", pipeline_stages=2,
+                                          micro_batches=4),
+    "hybrid": ParallelSettings(scheme="hybrid", replicas=2, micro_batches=2),
+}
+
+
+def point(result: object, batch: int) -> dict[str, float]:
+    """The figures of one scheme's run at one grid point."""
+    workers = result.workers
+    steps = max(result.steps, 1)
+    median = max(w["step_s_p50"] for w in workers)
+    return {
+        "samples_per_s": batch / median,
+        "step_s_p10": max(w["step_s_p10"] for w in workers), "step_s_p50": median,
+        "step_s_p90": max(w["step_s_p90"] for w in workers),
+        "comm_s_per_step": max(w["step_comm_s_p50"] for w in workers),
+        "compute_s_per_step": median - max(w["step_comm_s_p50"] for w in workers),
+        "payload_bytes_sent_per_worker_step": max(w["payload_bytes_sent"] for w in workers)
+        / steps,
+        "wire_bytes_sent_per_worker_step": max(w["wire_bytes_sent_process_group"]
+                                               for w in workers) / steps,
+        "wire_bytes_sent_per_sample": sum(w["wire_bytes_sent_process_group"] for w in workers)
+        / steps / batch,
+        "tcp_retransmitted_segments": sum(w.get("tcp_retransmitted_segments", 0)
+                                          for w in workers),
+        "max_worker_param_bytes": max(w["param_bytes"] for w in workers),
+        "workers": len(workers),
+        "steps": result.steps,
+    }
+
+
+def single_process(job: TrainJob) -> dict[str, float]:
+    """The same model and batch as one process with two threads, here."""
+    os.environ.pop("RANK", None)
+    os.environ.pop("WORLD_SIZE", None)
+    result = train_worker(replace(job, parallel=ParallelSettings(workers=1),
+                                  threads_per_worker=2))
+    worker = result.workers[0]
+    return {"samples_per_s": job.batch_size / worker["step_s_p50"],
+            "step_s_p50": worker["step_s_p50"], "param_bytes": worker["param_bytes"]}
+
+
+def run_grid(spark: object, network: EmulatedNetwork, data: Path, rates: list[str],
+             sizes: list[str], batches: list[int], steps: int) -> list[dict]:
+    """Every scheme at every rate x size x batch; one record per point."""
+    dataset = PreparedDataset.open(data)
+    patch = int(dataset.manifest["patch_size"])
+    baselines: dict[tuple[str, int], dict] = {}
+    records, total = [], len(rates) * len(sizes) * len(batches) * len(SCHEMES)
+    started = time.perf_counter()
+    for rate in rates:
+        network.set_rate(rate)
+        for size in sizes:
+            config = model_config(ModelParams(size=size), dataset)
+            for batch in batches:
+                job = TrainJob(data_dir=str(data), model=config, batch_size=batch, epochs=1,
+                               learning_rate=0.01, momentum=0.9, seed=0, max_steps=steps,
+                               validate=False)
+                if (size, batch) not in baselines:
+                    baselines[size, batch] = single_process(job)
+                single = baselines[size, batch]
+                for scheme, settings in SCHEMES.items():
+                    result = fit(spark, replace(job, parallel=settings), patch)
+                    figures = point(result, batch)
+                    figures["ratio_to_single_process"] = (figures["samples_per_s"]
+                                                          / single["samples_per_s"])
+                    records.append({"link_rate": rate, "link_rate_bps": parse_rate(rate),
+                                    "model_size": size, "batch_size": batch, "scheme": scheme,
+                                    **figures, "single_process": single})
+                    done = len(records)
+                    elapsed = time.perf_counter() - started
+                    print(f"[network_schemes] {done}/{total} {rate} {size} batch {batch} "
+                          f"{scheme}: {figures['samples_per_s']:,.0f} samples/s, "
+                          f"{figures['wire_bytes_sent_per_worker_step']:,.0f} wire B/worker/step"
+                          f" | elapsed {elapsed:.0f}s, ETA {elapsed / done * (total - done):.0f}s",
+                          flush=True)
+    return records
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Throughput vs link rate per scheme (a panel per size and batch); bytes/sample vs size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = sorted({(r["model_size"], r["batch_size"]) for r in records})
+    fig, axes = plt.subplots(1, len(cases) + 1, figsize=(4.2 * (len(cases) + 1), 4))
+    for ax, (size, batch) in zip(axes, cases, strict=False):
+        for scheme in SCHEMES:
+            rows = sorted((r for r in records if r["model_size"] == size
+                           and r["batch_size"] == batch and r["scheme"] == scheme),
+                          key=lambda r: r["link_rate_bps"])
+            ax.errorbar([r["link_rate_bps"] / 1e6 for r in rows],
+                        [r["samples_per_s"] for r in rows],
+                        yerr=[[r["samples_per_s"] - batch / r["step_s_p90"] for r in rows],
+                              [batch / r["step_s_p10"] - r["samples_per_s"] for r in rows]],
+                        marker="o", label=scheme, capsize=2)
+        ax.set(xscale="log", xlabel="link rate (Mbit/s)", ylabel="samples/s (median step)",
+               title=f"{size} model, batch {batch}")
+        ax.legend(fontsize=7)
+    ax = axes[-1]
+    fastest = max(r["link_rate_bps"] for r in records)
+    for scheme in SCHEMES:
+        rows = [r for r in records if r["scheme"] == scheme and r["link_rate_bps"] == fastest
+                and r["batch_size"] == min(b for _, b in cases)]
+        ax.bar([f"{r['model_size']}\n{scheme[:6]}" for r in rows],
+               [r["wire_bytes_sent_per_sample"] for r in rows], label=scheme)
+    ax.set(yscale="log", ylabel="wire bytes sent per sample (all workers)",
+           title="bytes per sample vs model size")
+    ax.tick_params(axis="x", labelsize=6)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the grid on an emulated cluster and write its figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--rates", nargs="+", default=["10gbit", "1gbit", "100mbit"])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "large"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args(argv)
+    configure_environment()
+    try:
+        check_support()
+    except NetworkEmulationError as exc:
+        save("network_schemes", {"machine": machine(), "skipped": str(exc)})
+        print(f"[network_schemes] skipped: {exc}")
+        return
+    params = load_params(args.params)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-network-"))
+    data = prepared_default_data(params, workdir)
+    network = EmulatedNetwork(workers=4, link_rate=args.rates[0])
+    started = time.perf_counter()
+    with StandaloneCluster(workdir / "cluster", workers=4, cores=1, memory="2g",
+                           network=network) as cluster, \
+            spark_session(SparkParams(master=cluster.master_url, app_name="network-schemes",
+                                      conf={"spark.executor.memory": "1500m"})) as spark:
+        records = run_grid(spark, network, data, args.rates, args.sizes, args.batch_sizes,
+                           args.steps)
+    figures = {"machine": machine(), "seconds": time.perf_counter() - started,
+               "steps": args.steps, "cluster": "4 workers x 1 core, emulated links",
+               "patch_size": params.prepare.patch_size, "points": records}
+    save("network_schemes", figures)
+    plot(records, RESULTS / "network_schemes.png")
+    print(f"[network_schemes] {len(records)} points in {figures['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
