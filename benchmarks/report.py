@@ -114,6 +114,21 @@ def _network(figures: dict) -> list[str]:
         versus = ", ".join(f"{s} {r['samples_per_s'] / rows['data_parallel']['samples_per_s']:.2f}"
                            for s, r in rows.items() if s != "data_parallel")
         lines.append(f"- {rate}, {size}, batch {batch}: **{best}**; ÷ data_parallel: {versus}")
+    lines += ["", "`data_parallel` on the slowest link vs the fastest, against what its wire bytes "
+              "predict (the fastest link's step plus the busiest worker's wire bytes sent per "
+              "step at each rate; sending and receiving overlap on a full-duplex link):", ""]
+    for size, batch in sorted({(p["model_size"], p["batch_size"]) for p in points}):
+        rows = sorted((p for p in points if p["scheme"] == "data_parallel"
+                       and p["model_size"] == size and p["batch_size"] == batch),
+                      key=lambda p: p["link_rate_bps"])
+        slow, fast = rows[0], rows[-1]
+        wire = slow["wire_bytes_sent_per_worker_step"] * 8
+        predicted = fast["step_s_p50"] + wire / slow["link_rate_bps"] - wire / fast["link_rate_bps"]
+        measured = slow["samples_per_s"] / fast["samples_per_s"]
+        lines.append(f"- {size}, batch {batch}: measured step {slow['step_s_p50'] * 1e3:,.1f} ms "
+                     f"at {slow['link_rate']} vs {fast['step_s_p50'] * 1e3:,.1f} ms at "
+                     f"{fast['link_rate']} (throughput x{measured:.2f}); predicted "
+                     f"{predicted * 1e3:,.1f} ms (x{fast['step_s_p50'] / predicted:.2f})")
     return lines
 
 
@@ -158,12 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
     args = parser.parse_args(argv)
-    durations = {}
+    timings = RESULTS / "durations.json"  # each benchmark's last wall time, kept between runs
+    durations = json.loads(timings.read_text()) if timings.exists() else {}
     for name in args.only:
         print(f"[bench] running {name}", flush=True)
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
         durations[name] = time.perf_counter() - started
+        write_with(timings, lambda p: p.write_text(json.dumps(durations, indent=2) + "\n"))
     lines = ["# Benchmark report", "", f"Machine: {machine()}", "",
              "Command: `make bench` (`python -m benchmarks.report`). Each figure is measured "
              "side by side in one run on this machine.", ""]
@@ -178,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append("")
     lines += pipeline_stage_times(Path(LAYOUT.stage_times))
     write_with(RESULTS / "report.md", lambda p: p.write_text("\n".join(lines) + "\n"))
-    print(f"wrote {RESULTS / 'report.md'} ({sum(durations.values()):.0f} s)")
+    print(f"wrote {RESULTS / 'report.md'} (benchmarks' last runs: "
+          f"{sum(durations.values()):.0f} s)")
 
 
 if __name__ == "__main__":
