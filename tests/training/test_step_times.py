@@ -12,7 +12,7 @@ def test_warm_up_steps_are_left_out() -> None:
     assert WARMUP_STEPS == 2
     figures = step_time_quantiles(times)
     assert figures["step_s_p50"] == 1.0
-    assert figures["step_s_p90"] == pytest.approx(1.0)
+    assert figures["step_s_p90"] == pytest.approx(1.1)  # the slow last step shows in the spread
     assert step_time_quantiles(times, "step_comm_s")["step_comm_s_p10"] == 1.0
 
 
