@@ -62,7 +62,7 @@ def killed(spark: object, prepared_dir: Path,
     step 4 on disk): the job, the error message and how long the run took to end."""
     out = {}
     for scheme, settings in KILLED.items():
-        job = replace(job_for(prepared_dir, settings), max_steps=6, timeout_s=60,
+        job = replace(job_for(("tiny_7px", prepared_dir), settings), max_steps=6, timeout_s=60,
                       checkpoint_dir=str(tmp_path_factory.mktemp(f"ckpt-{scheme}")),
                       checkpoint_every=2)
         started = time.monotonic()
@@ -99,7 +99,7 @@ def test_rerun_resumes_to_the_uninterrupted_parameters(
 
 
 def test_hanging_worker_is_stopped_after_the_timeout(spark: object, prepared_dir: Path) -> None:
-    job = replace(job_for(prepared_dir, ParallelSettings(scheme="pipeline_parallel")),
+    job = replace(job_for(("tiny_7px", prepared_dir), ParallelSettings(scheme="pipeline_parallel")),
                   max_steps=5, fault=Fault(rank=0, step=2, kind="hang"), timeout_s=15)
     started = time.monotonic()
     with pytest.raises(TrainingError, match=r"train.timeout_s = 15 s|failed at epoch 1, step 2"):
