@@ -58,12 +58,13 @@ def point(result: object, batch: int) -> dict[str, float]:
     workers = result.workers
     steps = max(result.steps, 1)
     median = max(w["step_s_p50"] for w in workers)
+    comm = max(w["step_comm_s_p50"] for w in workers)
     return {
         "samples_per_s": batch / median,
         "step_s_p10": max(w["step_s_p10"] for w in workers), "step_s_p50": median,
         "step_s_p90": max(w["step_s_p90"] for w in workers),
-        "comm_s_per_step": max(w["step_comm_s_p50"] for w in workers),
-        "compute_s_per_step": median - max(w["step_comm_s_p50"] for w in workers),
+        "comm_s_per_step": comm,
+        "compute_s_per_step": median - comm,
         "payload_bytes_sent_per_worker_step": max(w["payload_bytes_sent"] for w in workers)
         / steps,
         "wire_bytes_sent_per_worker_step": max(w["wire_bytes_sent_process_group"]

@@ -21,6 +21,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS, load, machine
 from flows.layout import LAYOUT
 from pipeline.io import write_with
+from pipeline.training.worker import WARMUP_STEPS
 
 
 def _training(figures: dict) -> list[str]:
@@ -87,7 +88,8 @@ def _network(figures: dict) -> list[str]:
     if "skipped" in figures:
         return [f"Not measured: {figures['skipped']}"]
     points = figures["points"]
-    lines = [f"{figures['cluster']}, {figures['steps']} steps per point (the first 2 left out), "
+    lines = [f"{figures['cluster']}, {figures['steps']} steps per point (the first "
+             f"{WARMUP_STEPS} left out), "
              f"{figures['patch_size']}x{figures['patch_size']} patches; samples/s from the "
              "median step, the range from the 10th and 90th percentile steps; bytes per worker "
              "per step are the busiest worker's; one process (2 threads) measured in the same "

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from pipeline.cluster import STATE_FILE, StandaloneCluster
-from pipeline.emulated_network import EmulatedNetwork, leftovers, parse_rate
+from pipeline.emulated_network import FRAME_BYTES, EmulatedNetwork, leftovers, parse_rate
 
 from .cluster_job import train_on_cluster
 from .conftest import PROJECT_ROOT, run_stage
@@ -44,7 +44,6 @@ HEADER_SHARE = 66 / 1448
 # receives), gloo's own small messages and per-message headers, the segments TCP retransmits
 # (counted by the kernel; a full frame each at most), ARP and IPv6 link-local chatter.
 PER_CALL_BYTES = 1024  # gloo's messages and their headers, per process-group call
-FRAME_BYTES = 1514
 FIXED_BYTES = 16 * 1024
 
 RECEIVER = """
