@@ -7,6 +7,8 @@ PORT   ?= 5000
 PREFECT_PORT ?= 4200
 RUN    ?=
 NET    ?=
+RATE   ?=
+SWEEP  ?=
 WORKERS ?=
 BIN    := $(abspath $(VENV))/bin
 
@@ -20,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test test-fast ui report serve push pull lint clean cluster-up cluster-down bench
+.PHONY: install run test test-fast ui report serve push pull lint clean cluster-up cluster-down bench plan
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +50,9 @@ cluster-up: install ## a Spark standalone cluster (params.yaml `cluster`); NET=1
 
 cluster-down: ## stop the cluster started by cluster-up
 	python -m pipeline.cluster down
+
+plan: install ## predicted step time, bytes, memory of every scheme; RATE=100mbit, SWEEP=1: over rates
+	python -m pipeline.plan $(if $(RATE),--rate $(RATE)) $(if $(SWEEP),--sweep)
 
 bench: install ## run the benchmarks, write benchmarks/results/*.json, *.png and report.md
 	python -m benchmarks.report

@@ -3,15 +3,18 @@
 A standalone Spark cluster of four workers, each in its own network namespace behind links of
 the rate under test (:mod:`pipeline.emulated_network`; the rate is changed between points with
 ``set_rate``, the cluster stays up). For each link rate x model size x batch size, every scheme
-trains ``--steps`` optimiser steps of the default scene, and the same model trains as one process
-(two threads) in this process, in the same run. Per point:
+trains ``--steps`` (16) optimiser steps of the default scene, and the same model trains as one
+process (two threads) in this process, in the same run. Per point:
 
 - samples/s from the median step time after the warm-up (``step_s_p50``; the spread is the
   10th-90th percentile of the steps, each step a repeat);
 - the step split into communication (the median step's time blocked in the process group, the
   busiest worker) and the rest (compute, and waiting on a peer's compute);
 - payload and wire bytes (process-group link) sent per worker per step, measured;
-- the largest parameter bytes a worker holds, and the ratio to one process.
+- the largest parameter bytes a worker holds, and the ratio to one process;
+- what the cost model takes, measured in the same run: per rate, the per-message latency and
+  the bulk rates (one way, both ways at once) between two workers of the cluster, and each
+  model's compute profile.
 
 Writes ``benchmarks/results/network_schemes.{json,png}``. Needs root (network namespaces); without
 it the figures say why they are missing.
@@ -26,7 +29,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -38,12 +41,15 @@ from pipeline.config import ModelParams, SparkParams, load_params  # noqa: E402
 from pipeline.data.dataset import PreparedDataset  # noqa: E402
 from pipeline.emulated_network import EmulatedNetwork, check_support, parse_rate  # noqa: E402
 from pipeline.errors import NetworkEmulationError  # noqa: E402
+from pipeline.plan import machine_probe, profile  # noqa: E402
+from pipeline.plan.programs import batch_sizes  # noqa: E402
 from pipeline.runtime import configure_environment  # noqa: E402
 from pipeline.spark import spark_session  # noqa: E402
 from pipeline.training import ParallelSettings, TrainJob, fit  # noqa: E402
 from pipeline.training.trainer import model_config  # noqa: E402
 from pipeline.training.worker import train_worker  # noqa: E402
 
+STEP_PURPOSES = ("gradients", "parameters", "activations", "activation_gradients")
 SCHEMES = {
     "data_parallel": ParallelSettings(scheme="data_parallel", workers=2),
     "branch_parallel": ParallelSettings(scheme="branch_parallel"),
@@ -66,6 +72,10 @@ def point(result: object, batch: int) -> dict[str, float]:
         "comm_s_per_step": comm,
         "compute_s_per_step": median - comm,
         "payload_bytes_sent_per_worker_step": max(w["payload_bytes_sent"] for w in workers)
+        / steps,
+        # without the loop's one control all-reduce (the epoch's loss totals)
+        "step_payload_bytes_sent_per_worker_step": max(
+            sum(w.get(f"payload_bytes_sent_{p}", 0.0) for p in STEP_PURPOSES) for w in workers)
         / steps,
         "wire_bytes_sent_per_worker_step": max(w["wire_bytes_sent_process_group"]
                                                for w in workers) / steps,
@@ -91,17 +101,30 @@ def single_process(job: TrainJob) -> dict[str, float]:
 
 
 def run_grid(spark: object, network: EmulatedNetwork, data: Path, rates: list[str],
-             sizes: list[str], batches: list[int], steps: int) -> list[dict]:
-    """Every scheme at every rate x size x batch; one record per point."""
+             sizes: list[str], batches: list[int], steps: int) -> tuple[list[dict], dict]:
+    """Every scheme at every rate x size x batch; one record per point.
+
+    Also, for the cost model's check (``benchmarks.plan_accuracy``), what it takes as input,
+    measured here in the same run: at each rate, the per-message latency between two workers of
+    the cluster (a probe job of two barrier tasks), and each model's compute profile.
+    """
     dataset = PreparedDataset.open(data)
     patch = int(dataset.manifest["patch_size"])
     baselines: dict[tuple[str, int], dict] = {}
+    inputs: dict[str, dict] = {"probes": {}, "profiles": {}}
     records, total = [], len(rates) * len(sizes) * len(batches) * len(SCHEMES)
     started = time.perf_counter()
     for rate in rates:
         network.set_rate(rate)
+        inputs["probes"][rate] = asdict(machine_probe.measure_on_spark(spark))
         for size in sizes:
             config = model_config(ModelParams(size=size), dataset)
+            jobs = [TrainJob(data_dir=str(data), model=config, batch_size=b, epochs=1,
+                             learning_rate=0.01, momentum=0.9, seed=0, parallel=settings)
+                    for b in batches for settings in SCHEMES.values()]
+            inputs["profiles"].setdefault(rate, {})[size] = asdict(profile.measure(
+                config, patch, set().union(*(batch_sizes(j) for j in jobs)),
+                shared_cores=os.cpu_count()))
             for batch in batches:
                 job = TrainJob(data_dir=str(data), model=config, batch_size=batch, epochs=1,
                                learning_rate=0.01, momentum=0.9, seed=0, max_steps=steps,
@@ -124,7 +147,7 @@ def run_grid(spark: object, network: EmulatedNetwork, data: Path, rates: list[st
                           f"{figures['wire_bytes_sent_per_worker_step']:,.0f} wire B/worker/step"
                           f" | elapsed {elapsed:.0f}s, ETA {elapsed / done * (total - done):.0f}s",
                           flush=True)
-    return records
+    return records, inputs
 
 
 def plot(records: list[dict], path: Path) -> None:
@@ -173,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates", nargs="+", default=["10gbit", "1gbit", "100mbit"])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "large"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=16)
     args = parser.parse_args(argv)
     configure_environment()
     try:
@@ -191,11 +214,11 @@ def main(argv: list[str] | None = None) -> None:
                            network=network) as cluster, \
             spark_session(SparkParams(master=cluster.master_url, app_name="network-schemes",
                                       conf={"spark.executor.memory": "1500m"})) as spark:
-        records = run_grid(spark, network, data, args.rates, args.sizes, args.batch_sizes,
-                           args.steps)
+        records, inputs = run_grid(spark, network, data, args.rates, args.sizes,
+                                   args.batch_sizes, args.steps)
     figures = {"machine": machine(), "seconds": time.perf_counter() - started,
                "steps": args.steps, "cluster": "4 workers x 1 core, emulated links",
-               "patch_size": params.prepare.patch_size, "points": records}
+               "patch_size": params.prepare.patch_size, "points": records, **inputs}
     save("network_schemes", figures)
     plot(records, RESULTS / "network_schemes.png")
     print(f"[network_schemes] {len(records)} points in {figures['seconds']:.0f} s")

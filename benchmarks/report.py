@@ -134,6 +134,57 @@ def _network(figures: dict) -> list[str]:
     return lines
 
 
+def _plan_accuracy(figures: dict) -> list[str]:
+    if "skipped" in figures:
+        return [f"Not measured: {figures['skipped']}"]
+    s, targets = figures["summary"], figures["targets"]
+    worst = s["worst_point"]
+    lines = [
+        f"The cost model (`pipeline.plan`) predicting every point of the network grid above, "
+        f"four workers sharing this machine's cores. Its inputs: compute profiles "
+        f"{figures['inputs']}; per-message latency between two workers "
+        + ", ".join(f"{r} {v * 1e6:,.0f} us" for r, v in figures["latency_s"].items())
+        + "; bulk rate between two workers one way / both ways at once "
+        + ", ".join(f"{r} {a * 8 / 1e6:,.0f} / {b * 8 / 1e6:,.0f} Mbit/s"
+                    for r, (a, b) in figures["bulk_bytes_s"].items())
+        + "; co-run slowdown with 1, 2 cores busy "
+        + ", ".join(f"{r} {s}: " + "/".join(f"{x:.2f}" for x in v)
+                    for r, by_size in figures["corun_slowdown"].items()
+                    for s, v in by_size.items())
+        + ". Measured: the busiest worker's median step (p10-p90); predicted: with the "
+          "profile of its own rate (min-max over the others).", "",
+        f"- step time: median absolute error **{s['median_abs_step_error']:.1%}** (target "
+        f"{targets['median_abs_error']:.0%}), worst **{s['worst_abs_step_error']:.1%}** (target "
+        f"{targets['worst_abs_error']:.0%}: {worst['link_rate']}, {worst['model_size']}, batch "
+        f"{worst['batch_size']}, {worst['scheme']})",
+        f"- fastest scheme predicted right, or within {targets['winner_slack']:.0%} of the "
+        f"fastest: **{s['winner_ok']} of {s['cases']}** points",
+        f"- payload per worker-step exactly as counted: **{s['payload_exact']}**; wire bytes "
+        f"measured ÷ modelled (framing): {s['wire_measured_to_predicted_min']:.3f} to "
+        f"{s['wire_measured_to_predicted_max']:.3f}",
+        f"- all targets met: **{s['targets_met']}**", "",
+        "| link | model | batch | scheme | measured step ms (p10-p90) | predicted ms (min-max) "
+        "| error | payload B/worker-step | wire B/worker-step measured / modelled |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for p in figures["points"]:
+        lines.append(
+            f"| {p['link_rate']} | {p['model_size']} | {p['batch_size']} | {p['scheme']} | "
+            f"{p['measured_step_s'] * 1e3:,.1f} ({p['measured_step_s_p10'] * 1e3:,.1f}-"
+            f"{p['measured_step_s_p90'] * 1e3:,.1f}) | {p['predicted_step_s'] * 1e3:,.1f} "
+            f"({p['predicted_step_s_min'] * 1e3:,.1f}-{p['predicted_step_s_max'] * 1e3:,.1f}) | "
+            f"{p['step_error']:+.0%} | {p['predicted_payload_bytes_per_worker_step']:,.0f} | "
+            f"{p['measured_wire_bytes_per_worker_step']:,.0f} / "
+            f"{p['predicted_wire_bytes_per_worker_step']:,.0f} |")
+    lines += ["", "Fastest scheme, measured vs predicted:", ""]
+    for c in figures["cases"]:
+        verdict = ("right" if c["predicted_fastest"] == c["measured_fastest"] else
+                   f"predicted {c['predicted_fastest']}, measured "
+                   f"{c['predicted_choice_slower_by']:+.1%} slower")
+        lines.append(f"- {c['link_rate']}, {c['model_size']}, batch {c['batch_size']}: "
+                     f"**{c['measured_fastest']}** ({verdict})")
+    return lines
+
+
 def _generic(figures: dict) -> list[str]:
     return [f"- `{k}`: {v}" for k, v in figures.items() if isinstance(v, int | float | str)]
 
@@ -148,6 +199,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
                              _inference),
     "network_schemes": ("Schemes on an emulated cluster network: link rate x model size x batch",
                         _network),
+    "plan_accuracy": ("The cost model against the network grid: predicted vs measured",
+                      _plan_accuracy),
 }
 
 

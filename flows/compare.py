@@ -1,10 +1,13 @@
 """Compare stage: the schemes side by side in the pipeline run's parent MLflow run.
 
 Reads every scheme's run (the one its model folder names, ``models/<scheme>/run.json``) by metric
-name, writes the comparison table (CSV, Markdown, JSON for ``dvc metrics``) and plots into
-``out``, logs them into the open parent run of these parameters and data, registers the best
-complete model under ``compare.registered_model`` with the alias ``compare.alias``, and closes
-the parent run (FINISHED; FAILED with the error if this stage fails).
+name, predicts every scheme with the cost model (:mod:`pipeline.plan`) for the configured cluster,
+writes the comparison table (CSV, Markdown, JSON for ``dvc metrics``; the modelled step time
+beside the measured one), the predictions (``plan.json``) and plots into ``out``, logs them
+into the open parent run of these parameters and data (with each scheme's modelled and measured
+step time as metrics), registers the best complete model under ``compare.registered_model``
+with the alias ``compare.alias``, and closes the parent run (FINISHED; FAILED with the error if
+this stage fails).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from prefect import flow, task
 
 from flows._cli import run_stage
 from flows.layout import LAYOUT
-from pipeline.config import load_params
+from pipeline.config import Params, load_params
 from pipeline.data.prepare import dataset_fingerprint
+from pipeline.io import write_json
+from pipeline.plan import Prediction, plan
 from pipeline.report import comparison_rows, format_table, write_comparison
 from pipeline.tracking import (
     COMPARED_TAG,
@@ -40,6 +45,41 @@ def log_to_parent(tracking_uri: str, parent: str, files: list[str]) -> None:
         client.log_artifact(parent, path, artifact_path="comparison")
 
 
+@task
+def modelled_steps(config: Params, data: str) -> dict[str, Prediction]:
+    """The cost model's prediction of every compared scheme, on the configured cluster.
+
+    Empty, with a warning, where the model fails: the comparison of what was measured is
+    written all the same.
+    """
+    try:
+        planned = plan(config, Path(data), list(config.train.compare))
+        return {p.scheme: p for p in planned.predict()}
+    except Exception as exc:  # noqa: BLE001 (a prediction must not cost the measured comparison)
+        print(f"warning: the cost model could not predict the schemes ({type(exc).__name__}: "
+              f"{exc}); the comparison is written without modelled step times")
+        return {}
+
+
+def write_plan(out: Path, modelled: dict[str, Prediction]) -> Path:
+    """``plan.json``: every scheme's full prediction, beside the comparison."""
+    path = out / "plan.json"
+    write_json(path, {s: p.to_dict() for s, p in modelled.items()})
+    return path
+
+
+@task(retries=2, retry_delay_seconds=[2, 5, 15])
+def log_modelled_vs_measured(tracking_uri: str, parent: str, rows: list[dict]) -> None:
+    """Per scheme, the modelled and the measured step time and their ratio, in the parent run."""
+    client = mlflow.MlflowClient(tracking_uri)
+    for row in rows:
+        for key, name in (("modelled_step_s", "modelled_step_s"),
+                          ("step_s_p50", "measured_step_s"),
+                          ("modelled_to_measured_step", "modelled_to_measured_step")):
+            if row.get(key) is not None:
+                client.log_metric(parent, f"{row['scheme']}_{name}", float(row[key]))
+
+
 @flow(name="compare", log_prints=True)
 def compare_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
                  models: str = LAYOUT.models, out: str = LAYOUT.reports) -> dict:
@@ -54,8 +94,11 @@ def compare_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
         runs = [client.get_run(read_run_reference(Path(models) / s)["run_id"])
                 for s in config.train.compare]
         client.set_tag(parent, COMPARED_TAG, ",".join(r.info.run_id for r in runs))
-        rows = comparison_rows(runs)
+        modelled = modelled_steps(config, data)
+        rows = comparison_rows(runs, {s: p.step_s for s, p in modelled.items()})
         files = write_comparison(rows, Path(out), config.compare.metric)
+        files.append(write_plan(Path(out), modelled))
+        log_modelled_vs_measured(config.tracking.uri, parent, rows)
         log_to_parent(config.tracking.uri, parent, [str(f) for f in files])
         registered = register_best(config.tracking, config.compare, parent, runs)
         finish_pipeline_run(config.tracking, parent)

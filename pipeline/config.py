@@ -290,6 +290,35 @@ class ClusterParams(_Section):
         return self
 
 
+class PlanParams(_Section):
+    """The cost model (``make plan``, and the predictions the compare stage logs)."""
+
+    link_rate: str | None = Field(
+        None, description="each worker's link rate (tc units: 100mbit, 1gbit); null: "
+                          "cluster.link_rate when cluster.network is emulated, else unshaped")
+    latency_us: float | None = Field(
+        None, ge=0, description="a message's fixed cost; null: measured between two local "
+                                "gloo processes")
+    shared_cores: int | None = Field(
+        None, ge=0, description="cores all workers share (one machine); null: this machine's "
+                                "when Spark runs here; 0: every worker has cores of its own")
+    worker_memory: str | None = Field(
+        None, pattern=r"^\d+[kmgt]$", description="memory a worker may use (e.g. 2g); null: "
+                                                  "spark.executor.memory, else cluster.memory")
+    sweep: list[str] = Field(
+        default_factory=lambda: ["10mbit", "100mbit", "1gbit", "10gbit"],
+        description="link rates of `make plan SWEEP=1`")
+
+    @model_validator(mode="after")
+    def _valid_rates(self) -> PlanParams:
+        from pipeline.emulated_network import parse_rate
+
+        for rate in [self.link_rate, *self.sweep]:
+            if rate is not None:
+                parse_rate(rate)
+        return self
+
+
 class TrackingParams(_Section):
     """Where MLflow records runs: one experiment per dataset (``{source}``: ``ingest.source``)."""
 
@@ -350,6 +379,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     spark: SparkParams = SparkParams()
     cluster: ClusterParams = ClusterParams()
+    plan: PlanParams = PlanParams()
     tracking: TrackingParams = TrackingParams()
     evaluate: EvaluateParams = EvaluateParams()
     compare: CompareParams = CompareParams()

@@ -30,6 +30,9 @@ COLUMNS = [  # (MLflow metric or tag, header, format): the table's columns, in o
     ("training_time_s", "train s", "{:.1f}"),
     ("samples_per_s", "train samples/s", "{:,.0f}"),
     ("steps", "steps", "{:.0f}"),
+    ("step_s_p50", "step s (measured)", "{:.4f}"),
+    ("modelled_step_s", "step s (modelled)", "{:.4f}"),
+    ("modelled_to_measured_step", "modelled ÷ measured", "{:.2f}"),
     ("link_rate_mbit_s", "link Mbit/s", "{:,.0f}"),
     ("payload_bytes_sent_per_step", "payload B/step", "{:,.0f}"),
     ("payload_bytes_sent_total", "payload B sent", "{:,.0f}"),
@@ -56,13 +59,35 @@ def _value(run: Run, key: str) -> float | None:
     return None
 
 
-def comparison_rows(runs: list[Run]) -> list[dict[str, object]]:
-    """One row per run: scheme, status, then every metric of ``COLUMNS`` any run has, run id."""
-    present = [key for key, _, _ in COLUMNS
-               if any(_value(r, key) is not None for r in runs)]
+def comparison_rows(runs: list[Run], modelled_step_s: dict[str, float] | None = None
+                    ) -> list[dict[str, object]]:
+    """One row per run: scheme, status, then every metric of ``COLUMNS`` any run has, run id.
+
+    ``modelled_step_s`` (scheme -> the cost model's step time) adds the modelled step and its
+    ratio to the measured one.
+    """
+    modelled = modelled_step_s or {}
+
+    def value(run: Run, key: str) -> float | None:
+        scheme = run.data.tags.get("scheme", "?")
+        if key == "modelled_step_s":
+            return modelled.get(scheme)
+        if key == "modelled_to_measured_step":
+            measured = _value(run, "step_s_p50")
+            return modelled[scheme] / measured if scheme in modelled and measured else None
+        return _value(run, key)
+
+    present = [key for key, _, _ in COLUMNS if any(value(r, key) is not None for r in runs)]
     return [{"scheme": run.data.tags.get("scheme", "?"), "status": run.info.status}
-            | {key: _value(run, key) for key in present} | {"run_id": run.info.run_id}
+            | {key: value(run, key) for key in present} | {"run_id": run.info.run_id}
             for run in runs]
+
+
+def modelled_steps_of(parent: Run) -> dict[str, float]:
+    """The modelled step time per scheme that the compare stage logged in the parent run."""
+    suffix = "_modelled_step_s"
+    return {key.removesuffix(suffix): value for key, value in parent.data.metrics.items()
+            if key.endswith(suffix)}
 
 
 def _cell(key: str, value: object) -> str:
@@ -181,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     tags = parent.data.tags
     print(f"\nPipeline run {parent.info.run_id} ({parent.info.status}; experiment {experiment},"
           f" store {params.tracking.uri})\n")
-    print(format_table(comparison_rows(compared_runs(params.tracking, parent))))
+    print(format_table(comparison_rows(compared_runs(params.tracking, parent),
+                                       modelled_steps_of(parent))))
     if "registered_model" in tags:
         print(f"\nbest: {tags.get('best_scheme')} -> registered {tags['registered_model']}")
     if "error" in tags:

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+# the cost model's profiles and latency probe: measured once per test session, not in ~/.cache
+os.environ.setdefault("LANDCOVER_CACHE_DIR", tempfile.mkdtemp(prefix="landcover-cache-"))
 from pipeline.runtime import configure_environment  # noqa: E402
 
 configure_environment(Path(__file__).resolve().parents[1])

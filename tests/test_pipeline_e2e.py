@@ -120,6 +120,17 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
     assert "data_parallel" in (project / "reports/comparison.md").read_text()
     table = sh(sys.executable, "-m", "pipeline.report", cwd=project).stdout
     assert parent.info.run_id in table and "branch_parallel" in table
+    # the cost model's step time next to the measured one, per scheme, in the parent run
+    plan = json.loads((project / "reports/plan.json").read_text())
+    assert sorted(plan) == sorted(SCHEMES)
+    for scheme, run in by_scheme.items():
+        modelled = parent.data.metrics[f"{scheme}_modelled_step_s"]
+        measured = parent.data.metrics[f"{scheme}_measured_step_s"]
+        assert modelled == pytest.approx(plan[scheme]["step_s"])
+        assert measured == pytest.approx(run.data.metrics["step_s_p50"])
+        assert parent.data.metrics[f"{scheme}_modelled_to_measured_step"] == pytest.approx(
+            modelled / measured)
+    assert "step s (modelled)" in table and "modelled ÷ measured" in table
 
 
 def test_dvc_metrics_show_lists_every_scheme(project: Path) -> None:

@@ -48,3 +48,14 @@ def test_comparison_files_and_plots(tmp_path: Path) -> None:
 def test_plots_without_inference_timing_are_skipped(tmp_path: Path) -> None:
     written = write_comparison(comparison_rows(RUNS[:1]), tmp_path, "test_overall_accuracy")
     assert "inference_throughput.png" not in {p.name for p in written}
+
+
+def test_the_modelled_step_stands_beside_the_measured_one() -> None:
+    runs = [run("data_parallel", {"step_s_p50": 0.010}), run("hybrid", {"step_s_p50": 0.040})]
+    rows = comparison_rows(runs, {"data_parallel": 0.012})
+    assert rows[0]["modelled_step_s"] == 0.012
+    assert rows[0]["modelled_to_measured_step"] == 0.012 / 0.010
+    assert rows[1]["modelled_step_s"] is None and rows[1]["modelled_to_measured_step"] is None
+    header = format_table(rows).splitlines()[0]
+    assert header.index("step s (measured)") < header.index("step s (modelled)") < \
+        header.index("modelled ÷ measured")

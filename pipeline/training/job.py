@@ -140,6 +140,9 @@ class TrainResult:
             payload = out["payload_bytes_sent_total"]
             out["wire_to_payload_ratio"] = (
                 out["wire_bytes_sent_process_group_total"] / payload if payload else 0.0)
+        medians = [w["step_s_p50"] for w in self.workers if "step_s_p50" in w]
+        if medians:  # the busiest worker's median step (the warm-up left out), measured
+            out["step_s_p50"] = max(medians)
         rates = [w["link_rate_bps"] for w in self.workers if "link_rate_bps" in w]
         if rates:
             out["link_rate_mbit_s"] = min(rates) / 1e6

@@ -153,3 +153,45 @@ def test_model_parallel_workers_hold_fewer_parameter_bytes(
         parts = trained[name].workers
         if name != "hybrid":  # every parameter is held exactly once
             assert sum(w["param_bytes"] for w in parts) == replica
+
+
+@pytest.fixture(scope="module")
+def measured_profile(case: tuple[str, Path]) -> object:
+    """The compute profile of the case's model, at every batch size the configurations use."""
+    from pipeline.plan.profile import measure
+    from pipeline.plan.programs import batch_sizes
+
+    jobs = [job_for(case, settings) for settings in CONFIGS.values()]
+    patch = int(PreparedDataset.open(case[1]).manifest["patch_size"])
+    return measure(jobs[0].model, patch, set().union(*(batch_sizes(j) for j in jobs)),
+                   repeats=1)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_the_cost_model_predicts_every_workers_payload_and_parameter_bytes(
+        name: str, trained: dict[str, TrainResult], case: tuple[str, Path],
+        measured_profile: object) -> None:
+    from pipeline.plan.predict import predict
+    from pipeline.plan.simulate import Network
+
+    job = job_for(case, CONFIGS[name])
+    patch = int(PreparedDataset.open(case[1]).manifest["patch_size"])
+    predicted = predict(job, patch, measured_profile, Network(rate_bytes_s=1e9, latency_s=1e-4))
+    workers = sorted(trained[name].workers, key=lambda w: w["rank"])
+    purposes = ("gradients", "parameters", "activations", "activation_gradients")
+    counted = [sum(w[f"payload_bytes_sent_{p}"] for p in purposes) / STEPS for w in workers]
+    assert predicted.payload_bytes_sent_by_worker == pytest.approx(counted, rel=1e-12)
+    assert predicted.param_bytes_by_worker == tuple(w["param_bytes"] for w in workers)
+
+
+def test_the_cost_model_knows_ddps_gradient_buckets(trained: dict[str, TrainResult],
+                                                    case: tuple[str, Path]) -> None:
+    from pipeline.plan.programs import ddp_buckets
+
+    settings = CONFIGS["data_parallel_buckets"]
+    model = build_model(job_for(case, settings))
+    patch = int(PreparedDataset.open(case[1]).manifest["patch_size"])
+    per_step = len(ddp_buckets(model, settings.bucket_cap_mb, patch))
+    # the first step runs with one bucket; DDP then rebuilds them, as the model assigns them
+    assert [w["gradient_buckets"] for w in trained["data_parallel_buckets"].workers] == \
+        [1 + per_step] * 2

@@ -1,0 +1,59 @@
+"""The cost model: predict every scheme's step time, bytes and memory before training.
+
+:func:`plan` is the entry point: from ``params.yaml`` (typed), it measures (or loads from the
+cache) the model's compute profile on this machine and the per-message latency, then predicts
+each scheme (:mod:`pipeline.plan.predict`) on the configured cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import ALL_SCHEMES, Params
+from pipeline.model import ModelConfig
+from pipeline.plan import inputs, machine_probe, profile
+from pipeline.plan.predict import Prediction, predict
+from pipeline.plan.programs import batch_sizes
+from pipeline.plan.simulate import Network
+from pipeline.training.job import TrainJob
+
+
+@dataclass
+class Plan:
+    """The jobs, the measured profile, the cluster setting and the model's inputs."""
+
+    params: Params
+    config: ModelConfig
+    config_source: str
+    patch_size: int
+    jobs: dict[str, TrainJob]
+    profile: profile.ComputeProfile
+    setting: inputs.PlanSetting
+
+    def predict(self, link_rate: str | None = None, network: Network | None = None
+                ) -> list[Prediction]:
+        """Every scheme's prediction at ``link_rate`` (default: the setting's)."""
+        network = network or self.setting.network(link_rate)
+        return [predict(job, self.patch_size, self.profile, network)
+                for job in self.jobs.values()]
+
+
+def plan(params: Params, prepared: Path, schemes: list[str] | None = None,
+         cache_dir: Path | None = None, batch_size: int | None = None) -> Plan:
+    """Measure what the model needs (cached) and set up the predictions of ``schemes``."""
+    if batch_size is not None:
+        params = params.model_copy(update={"train": params.train.model_copy(
+            update={"batch_size": batch_size})})
+    config, patch, source = inputs.model_config(params, prepared)
+    jobs = inputs.jobs(params, config, list(schemes or ALL_SCHEMES))
+    threads = next(iter(jobs.values())).threads_per_worker
+    sizes = set().union(*(batch_sizes(j) for j in jobs.values()))
+    probe = machine_probe.load_or_measure(cache_dir)
+    setting = inputs.setting(params, probe)
+    measured = profile.load_or_measure(config, patch, sizes, threads, cache_dir,
+                                       shared_cores=setting.shared_cores)
+    return Plan(params, config, source, patch, jobs, measured, setting)
+
+
+__all__ = ["Plan", "Prediction", "plan", "predict"]
