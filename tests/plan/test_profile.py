@@ -70,5 +70,7 @@ def test_the_modelled_activation_memory_is_what_a_forward_pass_holds() -> None:
     before = _rss()
     logits = model(inputs)
     held = _rss() - before
-    assert held == pytest.approx(modelled, rel=0.15)
+    # what autograd keeps, plus the allocator's working set of the pass (the largest
+    # intermediate not kept, still in the heap): up to a fifth more at this size
+    assert modelled <= held * 1.05 and held <= modelled * 1.25, (held, modelled)
     del logits
