@@ -41,6 +41,7 @@ from pipeline.config import ModelParams, SparkParams, load_params  # noqa: E402
 from pipeline.data.dataset import PreparedDataset  # noqa: E402
 from pipeline.emulated_network import EmulatedNetwork, check_support, parse_rate  # noqa: E402
 from pipeline.errors import NetworkEmulationError  # noqa: E402
+from pipeline.io import write_with  # noqa: E402
 from pipeline.plan import machine_probe, profile  # noqa: E402
 from pipeline.plan.programs import batch_sizes  # noqa: E402
 from pipeline.runtime import configure_environment  # noqa: E402
@@ -183,10 +184,8 @@ def plot(records: list[dict], path: Path) -> None:
            title="bytes per sample vs model size")
     ax.tick_params(axis="x", labelsize=6)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    write_with(path, lambda p: fig.savefig(p, dpi=100))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:

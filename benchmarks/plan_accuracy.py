@@ -35,6 +35,7 @@ from benchmarks.common import RESULTS, machine, prepared_default_data, save  # n
 from benchmarks.network_schemes import SCHEMES  # noqa: E402
 from pipeline.config import ModelParams, load_params  # noqa: E402
 from pipeline.data.dataset import PreparedDataset  # noqa: E402
+from pipeline.io import write_with  # noqa: E402
 from pipeline.plan import machine_probe, profile  # noqa: E402
 from pipeline.plan.predict import predict  # noqa: E402
 from pipeline.plan.programs import batch_sizes  # noqa: E402
@@ -196,10 +197,8 @@ def plot(records: list[dict], cases: list[dict], path: Path) -> None:
     ax.set_xticklabels([f"{r / 1e6:,.0f} Mbit/s" for r in rates], fontsize=7)
     ax.set_yticklabels([f"{s}, batch {b}" for s, b in models], fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    write_with(path, lambda p: fig.savefig(p, dpi=100))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -60,25 +60,28 @@ def _message_worker(rank: int, port: int, latency_only: bool,
         dist.destroy_process_group()
 
 
+def _there_and_back(rank: int, outbound: object, reply: object) -> float:
+    """Seconds for rank 0 to send ``outbound`` to rank 1 and receive ``reply`` from it."""
+    import torch.distributed as dist
+
+    start = time.perf_counter()
+    if rank == 0:
+        dist.send(outbound, 1)
+        dist.recv(reply, 1)
+    else:
+        dist.recv(outbound, 0)
+        dist.send(reply, 0)
+    return time.perf_counter() - start
+
+
 def _round_trips(rank: int) -> float:
     """Half the median round trip of a 4-byte tensor between ranks 0 and 1 (seconds)."""
     import torch
-    import torch.distributed as dist
 
     torch.set_num_threads(1)
-    small, peer = torch.zeros(1), 1 - rank
-    trips = []
-    for attempt in range(ROUND_TRIPS + 10):
-        start = time.perf_counter()
-        if rank == 0:
-            dist.send(small, peer)
-            dist.recv(small, peer)
-        else:
-            dist.recv(small, peer)
-            dist.send(small, peer)
-        if attempt >= 10:
-            trips.append(time.perf_counter() - start)
-    return statistics.median(trips) / 2
+    small = torch.zeros(1)
+    trips = [_there_and_back(rank, small, small) for _ in range(ROUND_TRIPS + 10)]
+    return statistics.median(trips[10:]) / 2
 
 
 def probe_worker() -> tuple[float, float, float] | None:
@@ -109,16 +112,7 @@ def _exchange(rank: int) -> tuple[float, float, float] | None:
     latency = _round_trips(rank)
     small, peer = torch.zeros(1), 1 - rank
     bulk = torch.zeros(BULK_BYTES // 4)
-    rates = []
-    for _ in range(BULK_REPEATS + 1):
-        start = time.perf_counter()
-        if rank == 0:
-            dist.send(bulk, peer)
-            dist.recv(small, peer)
-        else:
-            dist.recv(bulk, peer)
-            dist.send(small, peer)
-        rates.append(BULK_BYTES / (time.perf_counter() - start))
+    rates = [BULK_BYTES / _there_and_back(rank, bulk, small) for _ in range(BULK_REPEATS + 1)]
     duplex = []  # both send at once, as the phases of a ring all-reduce do
     inbound = torch.zeros(BULK_BYTES // 4)
     for _ in range(BULK_REPEATS + 1):
