@@ -13,7 +13,7 @@ may be shared: the figures are medians):
 - prepare in-process: the same without Spark (a plain loop over the windows);
 - an empty Spark job of as many tasks as windows: Spark's fixed cost per job on this machine.
 
-Both prepare runs are timed by phase (the functions of ``pipeline.data.prepare`` that run them).
+Both prepare runs are timed by phase (the functions ``pipeline.data.prepare`` calls to run them).
 
 Both rates are patches of the prepared dataset per second; the ratio is raw read time over
 prepare time (target: at least 0.5). Writes ``benchmarks/results/prepare_throughput.{json,png}``.
@@ -40,13 +40,14 @@ from rasterio.windows import Window
 from benchmarks.common import RESULTS, machine, save
 from pipeline.config import PrepareParams, SparkParams, SyntheticSceneParams
 from pipeline.data import prepare
-from pipeline.data.prepare import plan_windows, prepare_dataset
+from pipeline.data.prepare import prepare_dataset
 from pipeline.data.scene import SceneDescription
 from pipeline.data.synthetic import write_synthetic_scene
+from pipeline.data.windows import plan_windows
 from pipeline.runtime import configure_environment
 from pipeline.spark import spark_session
 
-# The prepare stage's phases, as the functions of pipeline.data.prepare that run them.
+# The prepare stage's phases, as the names pipeline.data.prepare calls them by (np.savez: the npz).
 PHASES = {"windows (read, features, write)": "run_tasks", "gather": "gather_centres",
           "statistics": "training_stats", "fingerprint": "fingerprint",
           "write npz": "savez", "preview": "scene_preview"}
@@ -72,7 +73,7 @@ def raw_read_seconds(scene_dir: Path, params: PrepareParams) -> float:
 
 @contextlib.contextmanager
 def phase_timer(timings: dict[str, float]) -> Iterator[None]:
-    """Wrap the phase functions of ``pipeline.data.prepare`` so that their time adds up."""
+    """Wrap the phase functions ``pipeline.data.prepare`` calls so that their time adds up."""
     def timed(name: str, func: Callable) -> Callable:
         @functools.wraps(func)
         def wrapper(*args: object, **kwargs: object) -> object:

@@ -20,7 +20,7 @@ from prefect import flow, task
 from flows._cli import run_stage
 from flows.layout import LAYOUT
 from pipeline.config import Params, load_params
-from pipeline.data.prepare import dataset_fingerprint
+from pipeline.data.prepared_store import dataset_fingerprint
 from pipeline.io import write_json
 from pipeline.plan import Prediction, plan
 from pipeline.report import comparison_rows, format_table, write_comparison

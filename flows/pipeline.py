@@ -30,7 +30,7 @@ from flows.layout import LAYOUT
 from flows.prepare import prepare_flow
 from flows.train import train_flow
 from pipeline.config import Params, load_params, write_overrides
-from pipeline.data.prepare import dataset_fingerprint
+from pipeline.data.prepared_store import dataset_fingerprint
 from pipeline.runtime import project_lock
 from pipeline.tracking import (
     dvc_out_hash,

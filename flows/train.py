@@ -11,7 +11,7 @@ from flows._cli import run_stage
 from flows.layout import LAYOUT
 from pipeline.config import ModelParams, TrainParams, load_params
 from pipeline.data.dataset import PreparedDataset
-from pipeline.data.prepare import dataset_fingerprint
+from pipeline.data.prepared_store import dataset_fingerprint
 from pipeline.model_store import load_model, save_model
 from pipeline.spark import spark_session
 from pipeline.tracking import (

@@ -33,19 +33,13 @@ import rasterio
 from rasterio.enums import Resampling
 
 from pipeline.config import BigEarthNetParams, PrepareParams
-from pipeline.data.prepare import (
-    MULTI_LABEL,
-    SPLITS,
-    ProgressLog,
-    run_tasks,
-    split_arrays,
-    split_counts,
-    split_groups,
-    to_features,
-    write_prepared,
-)
+from pipeline.data.prepared_store import write_prepared
+from pipeline.data.rasters import to_features
+from pipeline.data.split import SPLITS, split_arrays, split_counts, split_groups
+from pipeline.data.task_runner import ProgressLog, run_tasks
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
+from pipeline.objective import MULTI_LABEL
 
 INDEX_FILE = "bigearthnet.json"
 S1_BANDS = ["VV", "VH"]
@@ -331,16 +325,16 @@ def patches_preview(split: dict[str, np.ndarray], classes: list[str], out: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.data.prepare import _stretch
+    from pipeline.data.preview import stretch
 
     n = min(count, len(split["label"]))
     fig, axes = plt.subplots(n, 3, figsize=(11, 3.6 * n), squeeze=False)
     for i in range(n):
-        rgb = _stretch(split["optical"][i][[2, 1, 0]])
+        rgb = stretch(split["optical"][i][[2, 1, 0]])
         sar = split["sar"][i]
         axes[i, 0].imshow(rgb)
         axes[i, 0].set_title(f"{split['name'][i]}: S2 RGB", fontsize=8)
-        axes[i, 1].imshow(_stretch(np.stack([sar[0], sar[1], sar[0] - sar[1]])))
+        axes[i, 1].imshow(stretch(np.stack([sar[0], sar[1], sar[0] - sar[1]])))
         axes[i, 1].set_title("S1 VV, VH, VV-VH (dB)", fontsize=8)
         names = [classes[k] for k in np.flatnonzero(split["label"][i])]
         axes[i, 2].text(0, 0.5, "\n".join(n[:48] for n in names), fontsize=8, va="center")

@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.prepare import (
+from pipeline.data.prepared_store import (
     MANIFEST_FILE,
-    MULTI_LABEL,
     SCENE_LAYOUT,
-    SINGLE_LABEL,
-    SPLITS,
     open_scene_arrays,
     prepared_files,
-    read_split,
 )
+from pipeline.data.split import SPLITS
+from pipeline.data.split_reader import read_split
 from pipeline.errors import DatasetError
+from pipeline.objective import MULTI_LABEL, SINGLE_LABEL
 
 
 @dataclass(frozen=True)

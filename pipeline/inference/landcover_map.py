@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 from rasterio.windows import Window
 
-from pipeline.data.prepare import plan_windows, read_grid, to_features
+from pipeline.data.nodata import fill_invalid
+from pipeline.data.preview import CLASS_COLOURS
+from pipeline.data.rasters import read_grid, to_features
 from pipeline.data.scene import SceneDescription
+from pipeline.data.windows import extract_patches, plan_windows
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 from pipeline.model_store import load_model
@@ -35,9 +37,6 @@ from pipeline.objective import decide
 
 MAP_FILE = "landcover_map.tif"
 PREVIEW_FILE = "landcover_map.png"
-
-CLASS_COLOURS = ["#1f4e99", "#1b7837", "#e6c229", "#98df8a", "#d62728", "#a6761d", "#9467bd",
-                 "#17becf", "#7f7f7f", "#ff7f0e", "#8c564b", "#e377c2"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def map_window(job: MapJob, core: tuple[int, int, int, int]) -> dict[str, Any]:
     keep = np.ones(len(rows), dtype=bool)
     invalid_any = np.zeros((bottom - top, right - left), dtype=bool)
     for invalid in invalid_by.values():
-        fraction = _patches(invalid, lrows, lcols, job.patch_size).sum(axis=(1, 2)) / area
+        fraction = extract_patches(invalid, lrows, lcols, job.patch_size).sum(axis=(1, 2)) / area
         keep &= fraction <= job.max_nodata_fraction
         invalid_any |= invalid
     rows, cols, lrows, lcols = rows[keep], cols[keep], lrows[keep], lcols[keep]
@@ -137,12 +136,12 @@ def map_window(job: MapJob, core: tuple[int, int, int, int]) -> dict[str, Any]:
     lookup = np.asarray(job.class_codes)
     for start in range(0, len(rows), job.batch_size):
         sl = slice(start, start + job.batch_size)
-        mask = _patches(invalid_any, lrows[sl], lcols[sl], job.patch_size)
+        mask = extract_patches(invalid_any, lrows[sl], lcols[sl], job.patch_size)
         inputs = {}
         for name, image in features.items():
-            patches = _patches(image, lrows[sl], lcols[sl], job.patch_size)
+            patches = extract_patches(image, lrows[sl], lcols[sl], job.patch_size)
             if mask.any():
-                patches = _fill_invalid(patches, mask)
+                patches = fill_invalid(patches, mask)
             stats = job.normalisation[name]
             mean = np.asarray(stats["mean"], dtype=np.float32)[None, :, None, None]
             std = np.asarray(stats["std"], dtype=np.float32)[None, :, None, None]
@@ -151,26 +150,6 @@ def map_window(job: MapJob, core: tuple[int, int, int, int]) -> dict[str, Any]:
             index = decide(model(inputs), model.config.task).numpy()
         codes[rows[sl] - r0, cols[sl] - c0] = lookup[index]
     return {"core": core, "codes": codes, "predicted": int(len(rows))}
-
-
-def _patches(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
-    """Patches centred at ``rows, cols``.
-
-    ``(bands, H, W)`` -> ``(N, bands, p, p)`` (or ``(H, W)`` -> ``(N, p, p)``).
-    """
-    half = size // 2
-    windows = sliding_window_view(image, (size, size), axis=(-2, -1))
-    if image.ndim == 2:
-        return np.ascontiguousarray(windows[rows - half, cols - half])
-    return np.ascontiguousarray(windows[:, rows - half, cols - half].transpose(1, 0, 2, 3))
-
-
-def _fill_invalid(patches: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """Nodata pixels take the mean of the patch's valid pixels, per band (as in prepare)."""
-    valid = ~invalid[:, None]
-    count = np.maximum(valid.sum(axis=(2, 3)), 1)
-    mean = np.where(valid, patches, 0).sum(axis=(2, 3)) / count
-    return np.where(valid, patches, mean[:, :, None, None]).astype(np.float32)
 
 
 def colour_table(class_codes: list[int]) -> dict[int, tuple[int, int, int, int]]:

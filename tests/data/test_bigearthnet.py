@@ -14,7 +14,7 @@ from pipeline.data.bigearthnet import (
     read_pair,
 )
 from pipeline.data.dataset import PreparedDataset
-from pipeline.data.prepare import dataset_fingerprint
+from pipeline.data.prepared_store import dataset_fingerprint
 from pipeline.errors import DatasetError
 
 from .bigearthnet.data import write_fake_bigearthnet

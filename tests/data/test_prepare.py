@@ -8,21 +8,14 @@ import rasterio
 import torch
 
 from pipeline.data.dataset import PreparedDataset
-from pipeline.data.prepare import (
-    SPLITS,
-    block_ids,
-    block_split,
-    create_scene_arrays,
-    dataset_fingerprint,
-    extract_patches,
-    extract_window,
-    open_scene_arrays,
-    prepare_dataset,
-    read_split,
-    split_groups,
-    to_features,
-)
+from pipeline.data.prepare import prepare_dataset
+from pipeline.data.prepared_store import create_scene_arrays, dataset_fingerprint, open_scene_arrays
+from pipeline.data.rasters import to_features
 from pipeline.data.scene import SceneDescription
+from pipeline.data.split import SPLITS, block_ids, block_split, split_groups
+from pipeline.data.split_reader import read_split
+from pipeline.data.window_task import extract_window
+from pipeline.data.windows import extract_patches
 from pipeline.errors import DatasetError
 
 from ..conftest import SMALL_PREPARE

@@ -8,8 +8,9 @@ import rasterio
 import torch
 
 from pipeline.data.dataset import PreparedDataset
-from pipeline.data.prepare import extract_patches, patch_centres, to_features
+from pipeline.data.rasters import to_features
 from pipeline.data.scene import SceneDescription
+from pipeline.data.windows import extract_patches, patch_centres
 from pipeline.inference.landcover_map import (
     map_job_for,
     read_class_names,
