@@ -27,8 +27,8 @@ class SyntheticSceneParams(_Section):
     """The embedded synthetic two-modality scene (used when the user brings no rasters)."""
 
     seed: int = 42
-    height: int = Field(192, ge=64, le=20000, description="rows of the scene, in pixels")
-    width: int = Field(192, ge=64, le=20000, description="columns of the scene, in pixels")
+    height: int = Field(256, ge=64, le=20000, description="rows of the scene, in pixels")
+    width: int = Field(256, ge=64, le=20000, description="columns of the scene, in pixels")
     pixel_size_m: float = Field(10.0, gt=0, description="ground sampling distance")
     epsg: int = Field(32633, description="EPSG code of the projected CRS (UTM by default)")
     region_scale_px: float = Field(
@@ -109,9 +109,9 @@ class IngestParams(_Section):
 class SplitFractions(_Section):
     """Fractions of spatial blocks assigned to each split."""
 
-    train: float = Field(0.7, gt=0, lt=1)
-    val: float = Field(0.15, gt=0, lt=1)
-    test: float = Field(0.15, gt=0, lt=1)
+    train: float = Field(0.6, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitFractions:

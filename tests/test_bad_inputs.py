@@ -234,7 +234,8 @@ def test_corrupt_raster_is_reported_by_name(scene_dir: Path, tmp_path: Path) -> 
 
 def test_an_empty_split_is_an_error(scene_dir: Path, tmp_path: Path) -> None:
     huge_blocks = PrepareParams(patch_size=7, stride=3, block_size=96)
-    with pytest.raises(DatasetError, match="split has no patches.*block_size"):
+    with pytest.raises(DatasetError, match=r"cannot be put in the test split: .*room for 0 "
+                                           r"blocks.*smaller prepare\.block_size"):
         prepare_dataset(scene_dir, tmp_path / "out", huge_blocks)
 
 

@@ -41,7 +41,7 @@ def test_omitted_values_take_defaults(tmp_path: Path) -> None:
 def test_flat_names_every_parameter_with_its_section() -> None:
     flat = Params().flat()
     assert flat["train.batch_size"] == 64
-    assert flat["prepare.split.test"] == 0.15
+    assert flat["prepare.split.test"] == 0.2
     assert flat["spark.master"] == "local[4]"
     assert flat["train.model_parallel.micro_batches"] == 1
 

@@ -8,8 +8,9 @@ never holds the scene, so a scene larger than its memory works. A split stores i
 labels, and its patches are cut when it is loaded (``split_reader``), so no pixel is stored once
 per patch containing it. The result is the same for any window size (a test holds the two equal).
 
-The split is by spatial block (``split``): neighbouring, overlapping patches in train and test
-would inflate accuracy. The normalisation statistics come from the training split's blocks only
+The split is by spatial block (``split``), stratified by class, with a guard band: a patch whose
+footprint reaches into another split's block is dropped (and counted), so no pixel is shared by
+patches of two splits. The normalisation statistics come from the training split's blocks only
 (``statistics``): the mean and std of their valid pixels.
 """
 
@@ -76,7 +77,8 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
     ``(bands, H, W)`` float32) and ``scene/invalid.npy`` (the nodata pixels), ``train.npz``,
     ``val.npz``, ``test.npz`` (``row``/``col`` of each patch's centre, ``label`` as class index),
     ``manifest.json`` (``layout: scene``, source files, grid, bands, classes, split sizes and
-    class counts, dropped patches, normalisation statistics, content fingerprint) and
+    class counts, dropped patches (nodata, guard band), normalisation statistics, content
+    fingerprint) and
     ``preview.png``. With ``spark``, each window is a Spark task that writes its part of the
     scene arrays and returns its centres and small summaries; the driver never holds the scene
     (on a cluster, ``out_dir`` must be on storage that the executors share, as ``scene_dir``).
@@ -112,9 +114,12 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                                    f"{params.min_class_samples}, too few to split",
                                    f"add code {code} to the ignored codes, merge it into another "
                                    "class, or lower prepare.stride")
-        split = block_split(centres["row"], centres["col"], params)
-        per_split = split_arrays({"row": centres["row"], "col": centres["col"], "label": labels},
-                                 split, scene_dir, "use a larger scene, a smaller "
+        names = [scene.classes[c] for c in codes]
+        split, keep = block_split(centres["row"], centres["col"], labels, names,
+                                  (grid.height, grid.width), params, scene_dir / scene.labels)
+        per_split = split_arrays({"row": centres["row"][keep], "col": centres["col"][keep],
+                                  "label": labels[keep]},
+                                 split[keep], scene_dir, "use a larger scene, a smaller "
                                  "prepare.block_size or a smaller prepare.stride")
         train = per_split["train"]
         stats = training_stats(results, np.unique(block_ids(train["row"], train["col"],
@@ -136,7 +141,8 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
             "label_rule": params.label,
             "window_size": params.window_size,
             "windows": len(windows),
-            "dropped_patches": {"nodata": int(sum(r["dropped_nodata"] for r in results))},
+            "dropped_patches": {"nodata": int(sum(r["dropped_nodata"] for r in results)),
+                                "guard_band": int((~keep).sum())},
             "split_sizes": {s: int(len(per_split[s]["label"])) for s in SPLITS},
             "class_counts": {s: np.bincount(per_split[s]["label"], minlength=len(codes)).tolist()
                              for s in SPLITS},
