@@ -25,7 +25,7 @@ from .conftest import dvc, make_project, sh
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "ingest": {"synthetic": {"height": 64, "width": 64, "region_scale_px": 6.0}},
+    "ingest": {"synthetic": {"height": 80, "width": 80, "region_scale_px": 6.0}},
     "prepare": {"patch_size": 7, "block_size": 16},
     "train": {"epochs": 1, "batch_size": 32, "workers": 1, "compare": ["data_parallel"]},
 }

@@ -90,7 +90,8 @@ def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarra
 
     Each split gets its share of the blocks (``prepare.split``, rounded). The classes are placed
     first, rarest first: each split that lacks a class gets a free block (seeded, at random)
-    holding an ``interior`` patch of it (one the guard band never drops); the remaining blocks
+    holding an ``interior`` patch of it (one the guard band never drops), the one holding most of
+    the classes that split lacks; the remaining blocks
     are dealt at random. So every class is in every split whenever each class has interior
     patches in at least three blocks and the splits have room.
 
@@ -114,6 +115,8 @@ def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarra
             if (split_of[having[:, k]] == s).any():
                 continue
             free = order[(split_of[order] == UNASSIGNED) & having[order, k]]
+            lacking = np.ones(len(classes), dtype=bool)
+            lacking[np.unique(labels[interior][split_of[block[interior]] == s])] = False
             if len(free) == 0 or room[s] == 0:
                 raise DatasetError(
                     where, f"class {k} ({classes[k]}) cannot be put in the {SPLITS[s]} split: "
@@ -122,7 +125,8 @@ def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarra
                     f"{SPLITS[s]} has room for {int(room[s])} blocks)",
                     "use a smaller prepare.block_size, a smaller prepare.stride or a larger "
                     "scene, raise that split's fraction in prepare.split, or ignore the class")
-            split_of[free[0]] = s
+            # of the free blocks holding the class, the one holding most classes s lacks
+            split_of[free[np.argmax(having[free][:, lacking].sum(axis=1))]] = s
             room[s] -= 1
     rest = order[split_of[order] == UNASSIGNED]
     split_of[rest] = np.repeat(np.arange(3, dtype=np.int8), room)

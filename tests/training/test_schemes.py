@@ -48,10 +48,11 @@ MODELS = {  # the network's shape per case
 @pytest.fixture(scope="module")
 def prepared_33px(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("scene-33px")
-    write_synthetic_scene(SyntheticSceneParams(seed=3, height=160, width=160,
+    # 33-pixel patches need blocks wide enough to hold whole ones inside the guard band
+    write_synthetic_scene(SyntheticSceneParams(seed=3, height=192, width=192,
                                                region_scale_px=12.0), root / "raw")
     prepare_dataset(root / "raw", root / "prepared",
-                    PrepareParams(patch_size=33, stride=6, block_size=40, seed=1))
+                    PrepareParams(patch_size=33, stride=6, block_size=48, seed=1))
     return root / "prepared"
 
 
