@@ -1,5 +1,8 @@
 """Evaluate stage: test metrics with a modality ablation, the land-cover map and inference.
 
+The validation split's headline metrics are logged too (``val_*``): the compare stage chooses
+the model on them, the test split is only reported.
+
 Inference is timed the way the scheme deploys; everything is written for DVC and logged to the
 model's MLflow run.
 
@@ -22,7 +25,7 @@ from flows.layout import LAYOUT
 from pipeline.config import ALL_SCHEMES, EvaluateParams, Params, load_params
 from pipeline.data.dataset import PreparedDataset
 from pipeline.data.scene import SCENE_FILE
-from pipeline.evaluation import Evaluation, evaluate_split, write_reports
+from pipeline.evaluation import Evaluation, evaluate_split, selection_metrics, write_reports
 from pipeline.inference.landcover_map import (
     MAP_FILE,
     PREVIEW_FILE,
@@ -47,11 +50,15 @@ TIMINGS_FILE = "inference.json"
 
 
 @task
-def score_model(model: str, data: str, threshold: float) -> Evaluation:
-    """Test-split scores of the model in ``model``, with the modality ablation."""
+def score_model(model: str, data: str, threshold: float) -> tuple[Evaluation, dict[str, float]]:
+    """Test-split scores of ``model`` with the modality ablation; its validation ``val_*``.
+
+    The compare stage chooses the model on the ``val_*`` scores; the test split is only reported.
+    """
     network, class_names = load_model(Path(model))
-    split = PreparedDataset.open(data).split("test")
-    return evaluate_split(network, split, class_names, threshold)
+    dataset = PreparedDataset.open(data)
+    return (evaluate_split(network, dataset.split("test"), class_names, threshold),
+            selection_metrics(network, dataset.split("val"), threshold))
 
 
 @task(cache_policy=NO_CACHE)
@@ -104,7 +111,7 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
     config = config.for_scheme(scheme)
     reports = reports or LAYOUT.reports_dir(scheme)
     with resumed_run(read_run_reference(Path(model)), config.tracking):
-        evaluation = score_model(model, data, config.evaluate.threshold)
+        evaluation, validation = score_model(model, data, config.evaluate.threshold)
         results = dict(evaluation.metrics)
         figures: dict[str, float] = {}
         with atomic_path(reports) as folder:
@@ -123,9 +130,9 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
             figures |= timing
             write_json(folder / TIMINGS_FILE, {"scheme": scheme, "figures": timing, **details})
         log_evaluation(results)
-        log_evaluation(figures, prefix="")
+        log_evaluation(validation | figures, prefix="")
         log_evaluation_artifacts(Path(reports))
-        write_json(metrics, results | figures)
+        write_json(metrics, results | validation | figures)
     print(f"{scheme} test metrics: " + ", ".join(
         f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("ablation_")))
     print(f"{scheme} inference: {figures['inference_samples_per_s']:,.0f} samples/s, "

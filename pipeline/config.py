@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ParamsError
 
@@ -334,13 +334,24 @@ class TrackingParams(_Section):
 class CompareParams(_Section):
     """How the compare stage ranks the schemes and which model it registers."""
 
-    metric: str = Field("test_overall_accuracy",
-                        description="MLflow metric of the scheme runs that picks the best model")
+    metric: str = Field("val_overall_accuracy",
+                        description="MLflow metric of the scheme runs that picks the best model "
+                                    "(a validation-split metric, val_*)")
     mode: Literal["max", "min"] = "max"
     registered_model: str = Field("landcover-classifier",
                                   description="model registry name of the best model")
     alias: str = Field("champion", pattern=r"^[A-Za-z][\w-]*$",
                        description="alias the best model version gets")
+
+    @field_validator("metric")
+    @classmethod
+    def _not_on_test(cls, metric: str) -> str:
+        if metric.startswith("test_"):
+            raise ValueError(
+                f"{metric!r} would choose the model on the test split, whose figures are then "
+                "optimistic (the choice is fitted to them); the test split is only reported. "
+                f"Select on the validation split: {'val_' + metric.removeprefix('test_')!r}")
+        return metric
 
 
 class MapParams(_Section):

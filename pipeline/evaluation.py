@@ -1,5 +1,8 @@
 """Test-split metrics with scikit-learn, for single-label and multi-label models.
 
+:func:`selection_metrics` scores the validation split (``val_*``), on which the compare stage
+chooses the model; the test split is only reported.
+
 :func:`evaluate_split` scores a model on a split and repeats the scoring with each modality
 replaced by its training mean (the modality ablation), so a user sees how much each modality
 contributes. Its result has a flat dictionary of numbers (the DVC metrics file, MLflow metrics)
@@ -138,6 +141,17 @@ def evaluate_split(model: MultimodalCNN, split: PatchSplit, class_names: list[st
                 result.metrics[f"ablation_{modality}_{key}"] = value
                 result.metrics[f"ablation_{modality}_{key}_drop"] = metrics[key] - value
     return result
+
+
+def selection_metrics(model: MultimodalCNN, split: PatchSplit,
+                      threshold: float = 0.5) -> dict[str, float]:
+    """The headline metrics on the validation split, named ``val_<metric>``.
+
+    ``compare.metric`` chooses the registered model on these: the test split is only reported.
+    """
+    logits = logits_of(model, split.inputs)
+    metrics = score(logits, split.labels, model.config.task, threshold)
+    return {f"val_{key}": value for key, value in metrics.items()}
 
 
 def evaluate_model(model_dir: Path, data_dir: Path, split: str = "test",

@@ -17,11 +17,14 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import cast
 
 from mlflow.entities import Run
 
 COLUMNS = [  # (MLflow metric or tag, header, format): the table's columns, in order
     ("world_size", "workers", "{:.0f}"),
+    ("val_overall_accuracy", "val acc (selects)", "{:.3f}"),
+    ("val_micro_f1", "val micro F1 (selects)", "{:.3f}"),
     ("test_overall_accuracy", "overall acc", "{:.3f}"),
     ("test_kappa", "kappa", "{:.3f}"),
     ("test_macro_f1", "macro F1", "{:.3f}"),
@@ -152,20 +155,22 @@ def write_plots(rows: list[dict[str, object]], out_dir: Path, metric: str) -> li
     import matplotlib.pyplot as plt
 
     written = []
+    # a model chosen on val_<m> is shown by its test_<m>: the split that is only reported
+    reported = "test_" + metric.removeprefix("val_") if metric.startswith("val_") else metric
     for name, (x_key, y_key, title) in PLOTS.items():
-        y_key = y_key or metric
+        y_key = y_key or reported
         points = [r for r in rows if r.get(y_key) is not None
                   and (x_key is None or r.get(x_key) is not None)]
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(5.5, 4))
         labels = [str(r["scheme"]) for r in points]
-        ys = [float(r[y_key]) for r in points]
+        ys = [float(cast(float, r[y_key])) for r in points]
         if x_key is None:
             ax.bar(labels, ys, color="tab:blue")
             ax.tick_params(axis="x", rotation=20)
         else:
-            xs = [float(r[x_key]) for r in points]
+            xs = [float(cast(float, r[x_key])) for r in points]
             ax.scatter(xs, ys, color="tab:blue")
             for x, y, label in zip(xs, ys, labels, strict=True):
                 ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4))

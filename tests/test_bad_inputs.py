@@ -91,6 +91,12 @@ def test_split_fractions_must_sum_to_one(tmp_path: Path) -> None:
                           {"prepare": {"split": {"train": 0.5, "val": 0.1, "test": 0.1}}}))
 
 
+def test_a_test_split_selection_metric_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"compare\.metric.*would choose the model on the test "
+                                          r"split.*optimistic.*'val_kappa'"):
+        load_params(write(tmp_path, {"compare": {"metric": "test_kappa"}}))
+
+
 def test_unknown_scheme_lists_valid_schemes(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match=r"train\.scheme.*data_parallel"):
         load_params(write(tmp_path, {"train": {"scheme": "magic"}}))

@@ -15,6 +15,8 @@ from pipeline.evaluation import (
     evaluate_split,
     per_class_scores,
     row_normalised,
+    score,
+    selection_metrics,
     with_training_mean,
     write_reports,
 )
@@ -112,3 +114,9 @@ def test_reports_are_written_with_class_names(tmp_path: Path) -> None:
     assert np.asarray(confusion["counts"]).sum() == 60
     assert (tmp_path / CONFUSION_PNG).read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / PER_CLASS_FILE).read_text().splitlines()[1].startswith("water,")
+
+
+def test_selection_metrics_are_the_validation_splits_named_val() -> None:
+    model, split = blind_model(), split_of()
+    expected = score(model(split.inputs).detach(), split.labels, "single_label")
+    assert selection_metrics(model, split) == {f"val_{k}": v for k, v in expected.items()}

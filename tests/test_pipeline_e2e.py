@@ -58,7 +58,7 @@ def assert_one_parent_with_a_child_per_scheme(root: Path, parent: mlflow.entitie
             "comparison/accuracy_vs_training_time.png"} <= artifacts
     version = store(root).get_model_version_by_alias("landcover-classifier", "champion")
     assert version.tags["pipeline_run_id"] == parent.info.run_id
-    best = max(children, key=lambda c: c.data.metrics["test_overall_accuracy"])
+    best = max(children, key=lambda c: c.data.metrics["val_overall_accuracy"])  # not on test
     assert version.tags["run_id"] == best.info.run_id
 
 
@@ -92,6 +92,8 @@ def test_dvc_repro_runs_every_stage_and_tracks_each_scheme(project: Path) -> Non
         assert run.data.metrics["payload_ratio_counted_to_modelled"] == pytest.approx(1.0)
         assert run.data.params["train.epochs"] == "2"
         # The evaluation: ablation, map and inference timing, in the file and in the run.
+        assert run.data.metrics["val_overall_accuracy"] == pytest.approx(  # selects the model
+            metrics["val_overall_accuracy"])
         for key in ("weighted_f1", "ablation_sar_overall_accuracy_drop"):  # quality: test_*
             assert run.data.metrics[f"test_{key}"] == pytest.approx(metrics[key])
         for key in ("map_predicted_pixels", "inference_samples_per_s",

@@ -145,14 +145,15 @@ def test_logged_model_loads_and_predicts_like_the_network(params: Params) -> Non
 
 
 def _scheme_run(params: Params, parent: str, scheme: str, accuracy: float | None,
-                fail: bool = False) -> mlflow.entities.Run:
+                fail: bool = False, test_accuracy: float = 0.5) -> mlflow.entities.Run:
     config = params.for_scheme(scheme)
     try:
         with training_run(config, run_name=scheme, parent_run_id=parent) as run:
             log_pytorch_model(tiny_model(), {"s2": torch.randn(2, 4, 5, 5),
                                              "s1": torch.randn(2, 2, 5, 5)})
             if accuracy is not None:
-                mlflow.log_metric("test_overall_accuracy", accuracy)
+                mlflow.log_metrics({"val_overall_accuracy": accuracy,
+                                    "test_overall_accuracy": test_accuracy})
             if fail:
                 raise RuntimeError("evaluation crashed")
     except RuntimeError:
@@ -171,6 +172,15 @@ def test_best_complete_model_is_registered_with_an_alias(params: Params) -> None
     assert str(version.version) == registered["version"]
     assert version.tags["run_id"] == runs[1].info.run_id
     assert client(params).get_run(parent).data.tags["best_scheme"] == "hybrid"
+
+
+def test_the_champion_is_chosen_on_the_validation_split(params: Params) -> None:
+    parent = open_pipeline_run(params, "data")
+    runs = [_scheme_run(params, parent, "data_parallel", 0.8, test_accuracy=0.95),
+            _scheme_run(params, parent, "hybrid", 0.9, test_accuracy=0.7)]
+    registered = register_best(params.tracking, CompareParams(), parent, runs)
+    assert CompareParams().metric == "val_overall_accuracy"
+    assert registered["scheme"] == "hybrid"  # the better validation figure, not test
 
 
 def test_nothing_half_logged_is_registered(params: Params) -> None:
