@@ -37,34 +37,74 @@ def test_compare_stage_runs_after_every_scheme_and_writes_under_reports() -> Non
     assert "pipeline/plan" in compare["deps"]
 
 
-def imported_data_modules(entry: Path) -> set[str]:
-    """The ``pipeline/data/*.py`` files that ``entry`` imports, directly or through others.
+PROJECT_PACKAGES = ("pipeline", "flows")
+STAGES = ["ingest", "prepare", "train", "evaluate", "compare"]
+
+
+def module_files(name: str) -> list[Path]:
+    """The project files that importing module ``name`` runs: its packages' ``__init__.py``s
+    and the module (a ``.py`` file or a package's ``__init__.py``); none outside the project."""
+    parts = name.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return []
+    files = []
+    for depth in range(1, len(parts) + 1):
+        base = PROJECT_ROOT.joinpath(*parts[:depth])
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                files.append(candidate)
+    return files
+
+
+def imported_modules(entry: Path) -> set[str]:
+    """The project files (``pipeline/``, ``flows/``) that ``entry`` runs by importing, transitively.
 
     Read from the import statements (function-level imports included), not by importing.
     """
-    seen: set[Path] = set()
-    todo = [entry]
+    seen: set[Path] = {entry, *module_files("flows")}
+    todo = list(seen)
     while todo:
         tree = ast.parse(todo.pop().read_text())
         for node in ast.walk(tree):
-            names = []
+            names: list[str] = []
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             for name in names:
-                path = PROJECT_ROOT / (name.replace(".", "/") + ".py")
-                if name.startswith("pipeline.") and path.is_file() and path not in seen:
-                    seen.add(path)
-                    todo.append(path)
-    return {str(p.relative_to(PROJECT_ROOT)) for p in seen
-            if p.parent == PROJECT_ROOT / "pipeline" / "data" and p.name != "__init__.py"}
+                for path in module_files(name):
+                    if path not in seen:
+                        seen.add(path)
+                        todo.append(path)
+    return {str(p.relative_to(PROJECT_ROOT)) for p in seen}
 
 
-@pytest.mark.parametrize("stage", ["prepare", "train", "evaluate"])
-def test_stage_deps_list_every_data_module_the_stage_imports(stage: str) -> None:
+def stage_deps(stage: str) -> set[str]:
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
-    deps = set((stages[stage].get("do") or stages[stage])["deps"])
-    imported = imported_data_modules(PROJECT_ROOT / "flows" / f"{stage}.py")
-    assert imported, "the import walk found nothing: it no longer reads the flows"
-    assert imported <= deps, f"dvc.yaml {stage} lacks {sorted(imported - deps)}"
+    return set((stages[stage].get("do") or stages[stage])["deps"])
+
+
+def missing_deps(imported: set[str], deps: set[str]) -> list[str]:
+    """The imported files that no dep names (itself, or a folder above it)."""
+    return sorted(f for f in imported
+                  if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_deps_list_every_project_module_the_stage_imports(stage: str) -> None:
+    imported = imported_modules(PROJECT_ROOT / "flows" / f"{stage}.py")
+    assert f"flows/{stage}.py" in imported and "pipeline/config.py" in imported, \
+        "the import walk no longer reads the flows"
+    missing = missing_deps(imported, stage_deps(stage))
+    assert not missing, f"dvc.yaml stage {stage} lacks deps {missing}: a change there would " \
+                        "leave `dvc status` clean with stale outputs"
+
+
+def test_the_lineage_check_catches_a_missing_dep() -> None:
+    imported = imported_modules(PROJECT_ROOT / "flows" / "train.py")
+    assert {"pipeline/objective.py", "pipeline/model_store.py", "pipeline/__init__.py",
+            "pipeline/training/worker.py"} <= imported  # transitively, packages included
+    deps = stage_deps("train")
+    assert missing_deps(imported, deps - {"pipeline/objective.py"}) == ["pipeline/objective.py"]
+    without_folder = missing_deps(imported, deps - {"pipeline/training"})
+    assert "pipeline/training/worker.py" in without_folder
