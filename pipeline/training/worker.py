@@ -83,6 +83,7 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
     wire = WireMeter.from_environment()  # the links' counters over the same phase as comm's
     step_times: list[float] = []
     step_comm: list[float] = []  # of each step, the time blocked in communication
+    step_cpu: list[float] = []  # of each step, the training thread's CPU time
     start = time.perf_counter()
     for epoch in range(at.epoch, job.epochs):
         position["epoch"] = epoch + 1
@@ -94,8 +95,10 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
             position["step"] = steps + 1
             _inject_fault(job, rank, steps + 1)
             step_start, comm_start = time.perf_counter(), comm.seconds
+            cpu_start = time.thread_time()
             loss_sum, seen = strategy.step(train, batches[index])
             step_times.append(time.perf_counter() - step_start)
+            step_cpu.append(time.thread_time() - cpu_start)
             step_comm.append(comm.seconds - comm_start)
             totals += torch.tensor([loss_sum, seen], dtype=torch.float64)
             steps += 1
@@ -126,6 +129,7 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
     figures["compute_s"] = max(wall - figures["comm_s"], 0.0)
     figures |= step_time_quantiles(step_times)
     figures |= step_time_quantiles(step_comm, "step_comm_s")
+    figures |= step_time_quantiles(step_cpu, "step_cpu_s")
     state = strategy.local_state()
     if world_size > 1:
         gathered = comm.gather_to_zero((figures, state))
