@@ -78,3 +78,9 @@ def test_intervals_stand_in_the_table_and_say_if_a_difference_exceeds_them() -> 
     assert "0.850 [0.820, 0.880]" in text.splitlines()[1]
     assert "0.850 [0.820, 0.880]" in markdown_table(rows)
     assert "_ci_" not in markdown_table(rows)
+
+
+def test_the_inference_latency_column_reads_the_evaluate_stages_metric() -> None:
+    rows = comparison_rows([run("data_parallel", {"inference_batch_p50_ms": 4.25})])
+    assert rows[0]["inference_batch_p50_ms"] == 4.25
+    assert "infer batch p50 ms" in format_table(rows).splitlines()[0]
