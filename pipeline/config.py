@@ -377,6 +377,9 @@ class EvaluateParams(_Section):
 
     threshold: float = Field(0.5, gt=0, lt=1,
                              description="multi-label: a class is predicted when sigmoid > this")
+    bootstrap_resamples: int = Field(
+        1000, ge=100, le=100_000,
+        description="resamples of the test blocks for the 95 % intervals of the metrics")
     map: MapParams = MapParams()
     inference: InferenceParams = InferenceParams()
 

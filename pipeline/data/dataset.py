@@ -20,7 +20,7 @@ from pipeline.data.prepared_store import (
     open_scene_arrays,
     prepared_files,
 )
-from pipeline.data.split import SPLITS
+from pipeline.data.split import SPLITS, block_ids
 from pipeline.data.split_reader import read_split
 from pipeline.errors import DatasetError
 from pipeline.objective import MULTI_LABEL, SINGLE_LABEL
@@ -36,6 +36,7 @@ class PatchSplit:
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
+    groups: np.ndarray | None = None  # per sample, its spatial block (correlated samples)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -119,4 +120,7 @@ class PreparedDataset:
             labels = torch.from_numpy(arrays["label"].astype(np.float32))
         else:
             labels = torch.from_numpy(arrays["label"].astype(np.int64))
-        return PatchSplit(inputs=inputs, labels=labels)
+        block = self.manifest.get("block_size")
+        groups = (block_ids(arrays["row"], arrays["col"], int(block))
+                  if block and "row" in arrays else np.arange(len(labels)))
+        return PatchSplit(inputs=inputs, labels=labels, groups=groups)

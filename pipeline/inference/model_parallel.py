@@ -4,13 +4,15 @@ The same Spark barrier tasks as training (``TorchDistributor(local_mode=False)``
 process per task, gloo) run :func:`infer_worker`. Each worker holds the units its local rank has in
 the scheme's :class:`~pipeline.training.layout.Layout` (modality branches for branch-parallel and
 hybrid, consecutive layers for pipeline-parallel), runs them forward only, and sends every
-activation another rank reads through a counting :class:`~pipeline.training.comm.Comm`. Sends
-are non-blocking, so an upstream worker starts the next batch while downstream works on the last
-(the pipeline fills). Hybrid replicas take alternate batches.
+activation another rank reads through a counting :class:`~pipeline.training.comm.Comm`. Sends are
+non-blocking, so an upstream worker starts the next batch while downstream works on the last (the
+pipeline fills). Hybrid replicas take alternate batches.
 
-Each pass starts and ends on a barrier; the worker that produces the logits records the time
-between successive batch results. ``TorchDistributor``'s launch (processes, process group) is
-reported separately as the set-up time.
+Each pass starts and ends on a barrier. A batch's latency is, as for every deployment, its time
+from submission to its decisions: from the moment the first worker that reads its inputs starts on
+it to the moment the worker that produces the logits has decided it (wall-clock stamps of two
+processes: exact on one machine, within the clocks' synchronisation on a cluster).
+``TorchDistributor``'s launch (processes, process group) is reported separately as the set-up time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +29,7 @@ import torch.distributed as dist
 from pipeline.data.dataset import PreparedDataset
 from pipeline.errors import TrainingError
 from pipeline.inference.job import InferJob, timed_inputs
-from pipeline.inference.timing import Timing
+from pipeline.inference.timing import Timing, submission_to_decision
 from pipeline.model import LOGITS
 from pipeline.model_store import load_model
 from pipeline.objective import decide
@@ -53,7 +56,7 @@ def infer_worker(job: InferJob) -> dict[str, Any] | None:
 
 
 def _infer(job: InferJob, rank: int, world: int, begun: float) -> dict[str, Any] | None:
-    model, _ = load_model(job.model_dir)
+    model, _ = load_model(Path(job.model_dir))
     dataset = PreparedDataset.open(job.data_dir)
     layout = layout_for(model.config, job.parallel, model)
     if layout.world_size != world:
@@ -66,43 +69,46 @@ def _infer(job: InferJob, rank: int, world: int, begun: float) -> dict[str, Any]
     starts = list(range(0, job.samples, job.batch_size))
     mine = [b for b in range(len(starts)) if b % layout.replicas == runner.replica]
     walls: list[float] = []
-    latencies: list[float] = []
+    submitted: dict[tuple[int, int], float] = {}  # (pass, batch) -> when this worker began it
+    decided: dict[tuple[int, int], float] = {}  # (pass, batch) -> when its decisions were made
     decisions: dict[int, torch.Tensor] = {}
     for index in range(job.warmup + job.repeats):
         timed = index >= job.warmup
         if timed and index == job.warmup:
             sent_before = sum(comm.sent.values())
-        works: list = []
+        works: list[Any] = []
         dist.barrier()
-        start = last = time.perf_counter()
+        start = time.perf_counter()
         for number in mine:
             lo = starts[number]
             size = min(job.batch_size, job.samples - lo)
             batch = {k: v[lo:lo + size] for k, v in inputs.items()}
+            if timed and runner.reads_inputs:
+                submitted[(index, number)] = time.time()
             with torch.no_grad():
                 env, _, _ = runner.forward(batch, size, number, "activations", works)
             if runner.produces_logits:
                 decisions[number] = decide(env[LOGITS], model.config.task, job.threshold)
-                now = time.perf_counter()
                 if timed:
-                    latencies.append(now - last)
-                last = now
+                    decided[(index, number)] = time.time()
         comm.wait(works)
         dist.barrier()
         if timed:
             walls.append(time.perf_counter() - start)
     moved = (sum(comm.sent.values()) - sent_before) / job.repeats
-    figures = {"rank": rank, "bytes_sent_per_pass": moved, "latencies": latencies,
+    figures = {"rank": rank, "bytes_sent_per_pass": moved, "submitted": submitted,
+               "decided": decided,
                "decisions": decisions if runner.produces_logits else {},
                "param_bytes": sum(p.numel() * p.element_size() for u in runner.units
                                   for m in u.modules for p in m.parameters()),
                "worker_s": time.perf_counter() - begun}
     gathered = comm.gather_to_zero(figures)
-    if rank != 0:
+    if rank != 0 or gathered is None:
         return None
     merged = {b: d for f in gathered for b, d in f["decisions"].items()}
-    return {"pass_seconds": walls, "workers": [
-        {k: v for k, v in f.items() if k != "decisions"} for f in gathered],
+    return {"pass_seconds": walls, "latencies": submission_to_decision(gathered), "workers": [
+        {k: v for k, v in f.items() if k not in ("decisions", "submitted", "decided")}
+        for f in gathered],
         "decisions": torch.cat([merged[b] for b in range(len(starts))]),
         "worker_s": figures["worker_s"]}
 
@@ -115,7 +121,7 @@ def time_model_parallel(spark: Any, job: InferJob) -> Timing:
     """
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    model, _ = load_model(job.model_dir)
+    model, _ = load_model(Path(job.model_dir))
     layout = layout_for(model.config, job.parallel, model)
     job = job.resolved()
     context = spark.sparkContext
@@ -145,6 +151,6 @@ def time_model_parallel(spark: Any, job: InferJob) -> Timing:
     return Timing(
         deployment=f"spark_{job.parallel.scheme}", workers=layout.world_size, samples=job.samples,
         pass_seconds=result["pass_seconds"],
-        batch_seconds=[s for w in workers for s in w["latencies"]],
+        batch_seconds=result["latencies"],
         bytes_moved=sum(w["bytes_sent_per_pass"] for w in workers),
         setup_s=max(total - timed, 0.0), decisions=result["decisions"])

@@ -142,7 +142,8 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
         all_figures, merged = [figures], state
     checkpointer.clear()
     return TrainResult(state_dict=merged, history=history, steps=steps, samples=samples,
-                       world_size=world_size, wall_time_s=wall, workers=all_figures)
+                       world_size=world_size, wall_time_s=wall, workers=all_figures,
+                       resumed_from_step=at.steps, steps_run=len(step_times))
 
 
 WARMUP_STEPS = 2  # first steps of a run, left out of its step-time quantiles (allocator, caches)

@@ -93,6 +93,8 @@ def test_rerun_resumes_to_the_uninterrupted_parameters(
     uninterrupted = train_worker(replace(job, parallel=ParallelSettings(workers=1),
                                          checkpoint_dir=None))
     assert resumed.steps == uninterrupted.steps == 6
+    # started at the checkpoint of step 4 and ran steps 5 and 6 only (a restart would run 6)
+    assert (resumed.resumed_from_step, resumed.steps_run) == (4, 2)
     for key, expected in uninterrupted.state_dict.items():
         torch.testing.assert_close(resumed.state_dict[key], expected, rtol=1e-5, atol=1e-6)
     assert not Path(job.checkpoint_dir).exists()  # cleared after success
