@@ -37,8 +37,11 @@ def build_model(job: TrainJob) -> MultimodalCNN:
 class Strategy(ABC):
     """One worker's part of training under a scheme."""
 
-    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm,
+                 patch_size: int | None = None) -> None:
+        """``patch_size``: the inputs' patch (default: the prepared data's, ``job.data_dir``)."""
         self.job, self.rank, self.world_size, self.comm = job, rank, world_size, comm
+        self.patch_size = patch_size
 
     @property
     @abstractmethod
@@ -98,8 +101,9 @@ class DataParallelStrategy(Strategy):
     averaged every ``k`` steps instead.
     """
 
-    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
-        super().__init__(job, rank, world_size, comm)
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm,
+                 patch_size: int | None = None) -> None:
+        super().__init__(job, rank, world_size, comm, patch_size)
         self.model = build_model(job)
         self.net: nn.Module = self.model
         settings = job.parallel
@@ -205,14 +209,16 @@ class ModelParallelStrategy(Strategy):
     its own optimiser.
     """
 
-    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
-        super().__init__(job, rank, world_size, comm)
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm,
+                 patch_size: int | None = None) -> None:
+        super().__init__(job, rank, world_size, comm, patch_size)
         model = build_model(job)
         self.layout: Layout = layout_for(job.model, job.parallel, model)
         if self.layout.world_size != world_size:
             raise RuntimeError(f"{job.parallel.scheme} needs {self.layout.world_size} workers, "
                                f"{world_size} were started")
-        self.runner = LayoutRunner(model, self.layout, rank, comm, _patch_size(job),
+        self.runner = LayoutRunner(model, self.layout, rank, comm,
+                                   patch_size or _patch_size(job),
                                    job.parallel.activation_dtype)
         mine = {id(p) for u in self.runner.units for m in u.modules for p in m.parameters()}
         self.named = {k: p for k, p in model.named_parameters() if id(p) in mine}
