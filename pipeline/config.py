@@ -43,9 +43,10 @@ Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
 
 
 class ModalityParams(_Section):
-    """One modality of the user's scene: a multi-band GeoTIFF or a folder of single-band ones."""
+    """One modality of the user's scene: a multi-band raster or a folder of single-band ones."""
 
-    path: str = Field(description="GeoTIFF, or folder of one GeoTIFF per band (name ends _BAND)")
+    path: str = Field(description="raster GDAL reads (GeoTIFF, JP2, VRT), or folder of one "
+                      "raster per band (band name in the file name)")
     kind: Literal["optical", "sar"]
     bands: list[str] = Field(min_length=1, description="band names, in the file's band order")
     resampling: Resampling = Field(

@@ -1,7 +1,8 @@
 """Scene mode: the user's own rasters, aligned onto one reference grid with ``rasterio.warp``.
 
-Each modality is a multi-band GeoTIFF or a folder of single-band GeoTIFFs (one per band, the file
-name ending in ``_<BAND>.tif`` or being ``<BAND>.tif``). The label raster's grid is the reference:
+Each modality is a multi-band raster (GeoTIFF/COG, JPEG 2000, a VRT mosaic: anything GDAL reads)
+or a folder of single-band rasters, one per band, found by the band's name in the file name
+(``band_files``). The label raster's grid is the reference:
 every modality is reprojected onto it with its own resampling method (SAR in linear power, as
 delivered by Sentinel-1 GRD; a mean of decibels would be biased), labels are never resampled. The
 result is a scene folder in the ``scene.json`` contract that the prepare stage reads.
@@ -21,6 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 
 from pipeline.config import ModalityParams, SceneParams
+from pipeline.data.band_files import match_band_files
 from pipeline.data.scene import Modality, SceneDescription
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
@@ -45,22 +47,12 @@ def resolve_bands(name: str, modality: ModalityParams, base: Path) -> list[BandS
     path = (base / modality.path).resolve()
     field = f"ingest.scene.modalities.{name}"
     if path.is_dir():
-        tifs = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
-        out = []
-        for band in modality.bands:
-            matches = [p for p in tifs if p.stem == band or p.stem.endswith(f"_{band}")]
-            if len(matches) != 1:
-                found = ", ".join(p.name for p in tifs) or "no GeoTIFFs"
-                raise DatasetError(path, f"band {band} of {field}: expected one file named "
-                                   f"'{band}.tif' or '*_{band}.tif', found {found}",
-                                   f"put one single-band GeoTIFF per band in the folder, or fix "
-                                   f"{field}.bands in params.yaml")
-            out.append(BandSource(matches[0], 1))
+        out = [BandSource(p, 1) for p in match_band_files(path, modality.bands, field)]
         for source in out:
             count = _band_count(source.path)
             if count != 1:
                 raise DatasetError(source.path, f"{count} bands in a per-band file of {field}",
-                                   "use single-band GeoTIFFs in a band folder, or point "
+                                   "use single-band rasters in a band folder, or point "
                                    f"{field}.path at the multi-band file")
         return out
     count = _band_count(path)
@@ -84,8 +76,9 @@ def _band_count(path: Path) -> int:
                                    "georeferenced")
             return src.count
     except rasterio.errors.RasterioError as exc:
-        raise DatasetError(path, f"unreadable raster ({exc})", "check that the file is a valid "
-                           "GeoTIFF; re-download or re-export it") from exc
+        raise DatasetError(path, f"unreadable raster ({exc})", "check that the file is a raster "
+                           "GDAL reads (GeoTIFF, JPEG 2000, VRT); re-download or "
+                           "re-export it") from exc
 
 
 def _check_overlap(path: Path, src: rasterio.DatasetReader, ref: rasterio.DatasetReader,
@@ -179,7 +172,7 @@ def _warp_modality(sources: list[BandSource], modality: ModalityParams, dst_path
                 except rasterio.errors.RasterioError as exc:  # e.g. a truncated file
                     raise DatasetError(source.path, f"unreadable raster: band {band} could not "
                                        f"be read ({exc})", "check that the file is complete "
-                                       "and a valid GeoTIFF; re-download or re-export it"
+                                       "and a raster GDAL reads; re-download or re-export it"
                                        ) from exc
             dst.set_band_description(index, band)
 
