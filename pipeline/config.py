@@ -52,11 +52,16 @@ class ModalityParams(_Section):
     resampling: Resampling = Field(
         "bilinear", description="onto the reference grid (SAR is resampled in linear power)")
     nodata: float | None = Field(None, description="overrides the file's nodata value")
+    units: Literal["linear", "db"] = Field(
+        "linear", description="SAR: linear power, or decibels (converted to linear power)")
 
     @model_validator(mode="after")
     def _unique_bands(self) -> ModalityParams:
         if len(set(self.bands)) != len(self.bands):
             raise ValueError(f"band names must be unique, got {self.bands}")
+        if self.units == "db" and self.kind != "sar":
+            raise ValueError("units: db is for SAR modalities (kind: sar); optical values are "
+                             "reflectance x 10000, remove units")
         return self
 
 
