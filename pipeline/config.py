@@ -43,19 +43,25 @@ Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
 
 
 class ModalityParams(_Section):
-    """One modality of the user's scene: a multi-band GeoTIFF or a folder of single-band ones."""
+    """One modality of the user's scene: a multi-band raster or a folder of single-band ones."""
 
-    path: str = Field(description="GeoTIFF, or folder of one GeoTIFF per band (name ends _BAND)")
+    path: str = Field(description="raster GDAL reads (GeoTIFF, JP2, VRT), or folder of one "
+                      "raster per band (band name in the file name)")
     kind: Literal["optical", "sar"]
     bands: list[str] = Field(min_length=1, description="band names, in the file's band order")
     resampling: Resampling = Field(
         "bilinear", description="onto the reference grid (SAR is resampled in linear power)")
     nodata: float | None = Field(None, description="overrides the file's nodata value")
+    units: Literal["linear", "db"] = Field(
+        "linear", description="SAR: linear power, or decibels (converted to linear power)")
 
     @model_validator(mode="after")
     def _unique_bands(self) -> ModalityParams:
         if len(set(self.bands)) != len(self.bands):
             raise ValueError(f"band names must be unique, got {self.bands}")
+        if self.units == "db" and self.kind != "sar":
+            raise ValueError("units: db is for SAR modalities (kind: sar); optical values are "
+                             "reflectance x 10000, remove units")
         return self
 
 
