@@ -8,6 +8,7 @@ valid key suggested), because a typo that silently falls back to a default waste
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -267,12 +268,29 @@ class TrainParams(_Section):
         return self
 
 
+SPARK_MASTER_FORMS = ("local", "local[N]", "local[*]", "local-cluster[N,cores,memoryMB]",
+                      "spark://host:port", "yarn", "k8s://https://host:port")
+_SPARK_MASTER = re.compile(
+    r"local(\[(\d+|\*)(,\d+)?\])?"              # local, local[N], local[*], local[N,F]
+    r"|local-cluster\[\d+,\d+,\d+\]"              # local-cluster[workers,cores,memoryMB]
+    r"|spark://[^\s/:,]+:\d+(,[^\s/:,]+:\d+)*"      # standalone (several masters: HA)
+    r"|yarn"
+    r"|k8s://\S+")
+
+
 class SparkParams(_Section):
     """The Spark application training runs in. Moving to a cluster means changing ``master``."""
 
     master: str = "local[4]"
     app_name: str = "landcover-mlops"
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, master: str) -> str:
+        if not _SPARK_MASTER.fullmatch(master):
+            raise ValueError(f"not a Spark master URL; use one of {', '.join(SPARK_MASTER_FORMS)}")
+        return master
 
 
 class ClusterParams(_Section):
@@ -452,9 +470,13 @@ def load_params(path: Path | str = "params.yaml") -> Params:
             "run from the project root or pass --params with the path to params.yaml",
         )
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(path, "<file>", f"not valid YAML ({exc})", "fix the YAML syntax") from exc
+    if raw is None or raw == {}:
+        raise ParamsError(path, "<file>", "the parameters file is empty, so every stage would "
+                          "run on built-in defaults", "restore it (`git checkout params.yaml`), "
+                          "or write at least the sections you mean to set")
     if not isinstance(raw, dict):
         raise ParamsError(path, "<file>", "the top level must be a mapping of sections",
                           f"use sections {sorted(Params.model_fields)}")

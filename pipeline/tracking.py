@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +36,7 @@ import yaml
 from mlflow.entities import Run
 
 from pipeline.config import CompareParams, Params, TrackingParams
-from pipeline.errors import DatasetError
+from pipeline.errors import DatasetError, TrackingStoreError
 from pipeline.training.job import TrainResult
 
 RUN_FILE = "run.json"
@@ -52,6 +54,31 @@ def use_store(params: Params) -> str:
     mlflow.set_tracking_uri(params.tracking.uri)
     experiment = mlflow.set_experiment(params.tracking.experiment_name(params.ingest.source))
     return experiment.experiment_id
+
+
+def check_store(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when ``uri`` names an MLflow server that does not answer.
+
+    One request to the server's ``/health`` endpoint, without MLflow's HTTP retries (up to
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` with exponential backoff: minutes); database and file
+    stores need no check.
+
+    Raises:
+        TrackingStoreError: no MLflow server answers at ``uri`` within ``timeout_s``.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingStoreError(uri, f"no MLflow server answers there ({reason})") from None
+    if status != 200:
+        raise TrackingStoreError(uri, f"the server answers HTTP {status} on /health, it is not "
+                                      "an MLflow tracking server")
 
 
 def client_for(tracking: TrackingParams) -> mlflow.MlflowClient:
