@@ -390,8 +390,8 @@ class InferenceParams(_Section):
     """How inference is timed, per scheme, the way the scheme deploys."""
 
     batch_size: int = Field(256, ge=1, description="samples per forward pass (and per batch)")
-    samples: int = Field(65536, ge=1, description="samples per timed pass (test split, tiled)")
-    repeats: int = Field(5, ge=1, description="timed passes after the warm-up (the spread)")
+    samples: int = Field(16384, ge=1, description="samples per timed pass (test split, tiled)")
+    repeats: int = Field(3, ge=1, description="timed passes after the warm-up (the spread)")
     warmup: int = Field(1, ge=1, description="untimed passes first (JIT, caches, workers)")
     timeout_s: int = Field(600, ge=10, description="a hung inference job is stopped after this")
 

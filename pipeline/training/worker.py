@@ -1,7 +1,8 @@
 """The rank-aware training loop: one code path for one process or N, for every scheme.
 
-``train_worker`` is a top-level function of one picklable argument, so ``TorchDistributor`` can
-ship it to Spark tasks. Rank and world size come from the environment torchrun sets. The loop is
+``train_worker`` is a top-level function of one picklable argument, so it can be shipped to Spark
+tasks (:mod:`pipeline.training.barrier`). Rank, world size and the process group's master come
+from the environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). The loop is
 the same for every scheme; what one step does is the scheme's :class:`Strategy`.
 """
 
@@ -21,7 +22,7 @@ from pipeline.model import MultimodalCNN
 from pipeline.training.batches import epoch_batches
 from pipeline.training.checkpoint import Checkpointer, Position
 from pipeline.training.comm import Comm
-from pipeline.training.failures import FAILURE_MARK
+from pipeline.training.failures import FAILURE_MARK, Whereabouts
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.resources import ResourceMeter
 from pipeline.training.strategies import STRATEGIES, Strategy
@@ -35,6 +36,10 @@ def _rank_and_world() -> tuple[int, int]:
 def train_worker(job: TrainJob) -> TrainResult | None:
     """Train this worker's share under ``job.parallel.scheme``.
 
+    A worker that fails prints one :data:`FAILURE_MARK` line naming its rank and where it was
+    (epoch and step, or its set-up phase before the first step), and attaches it to the
+    exception as a note for the task that runs it.
+
     Returns:
         On rank 0, the trained state dict, the epoch history and every worker's figures;
         ``None`` on other ranks.
@@ -42,20 +47,22 @@ def train_worker(job: TrainJob) -> TrainResult | None:
     rank, world_size = _rank_and_world()
     torch.set_num_threads(job.threads_per_worker)
     distributed = world_size > 1
-    if distributed:
-        dist.init_process_group("gloo", timeout=timedelta(seconds=job.timeout_s))
-    position = {"epoch": 0, "step": 0}
+    where = Whereabouts()
     comm = Comm()
     try:
-        return _train(job, rank, world_size, position, comm)
+        if distributed:
+            where.enter("joining the process group")
+            dist.init_process_group("gloo", timeout=timedelta(seconds=job.timeout_s))
+        return _train(job, rank, world_size, where, comm)
     except BaseException as exc:
-        print(f"{FAILURE_MARK} worker rank {rank} of {world_size} failed at epoch "
-              f"{position['epoch']}, step {position['step']}: {type(exc).__name__}: {exc}",
-              flush=True)
+        report = (f"{FAILURE_MARK} worker rank {rank} of {world_size} failed {where}: "
+                  f"{type(exc).__name__}: {exc}")
+        print(report, flush=True)
+        exc.add_note(report)
         raise
     finally:
         comm.close()
-        if distributed:
+        if distributed and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -68,8 +75,9 @@ def _inject_fault(job: TrainJob, rank: int, step: int) -> None:
         raise RuntimeError(f"injected fault at step {step}")
 
 
-def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
+def _train(job: TrainJob, rank: int, world_size: int, where: Whereabouts,
            comm: Comm) -> TrainResult | None:
+    where.enter("loading the data and the model")
     dataset = PreparedDataset.open(job.data_dir)
     train = dataset.split("train")
     val = dataset.split("val") if job.validate else None
@@ -86,13 +94,12 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
     step_cpu: list[float] = []  # of each step, the training thread's CPU time
     start = time.perf_counter()
     for epoch in range(at.epoch, job.epochs):
-        position["epoch"] = epoch + 1
         epoch_start = time.perf_counter()
         resuming_here = resumed is not None and epoch == at.epoch
         totals = torch.tensor(at.totals if resuming_here else [0.0, 0.0], dtype=torch.float64)
         batches = epoch_batches(len(train), job.batch_size, job.seed, epoch)
         for index in range(at.batch if resuming_here else 0, len(batches)):
-            position["step"] = steps + 1
+            where.at(epoch + 1, steps + 1)
             _inject_fault(job, rank, steps + 1)
             step_start, comm_start = time.perf_counter(), comm.seconds
             cpu_start = time.thread_time()
