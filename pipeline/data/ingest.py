@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -82,7 +83,8 @@ def _band_count(path: Path) -> int:
                 raise DatasetError(path, "raster has no CRS", "assign one, e.g. "
                                    "`gdal_edit.py -a_srs EPSG:32633 FILE`, or re-export it "
                                    "georeferenced")
-            return src.count
+            count: int = src.count
+            return count
     except rasterio.errors.RasterioError as exc:
         raise DatasetError(path, f"unreadable raster ({exc})", "check that the file is a valid "
                            "GeoTIFF; re-download or re-export it") from exc
@@ -148,7 +150,7 @@ def ingest_scene(params: SceneParams, base: Path, out_dir: Path) -> SceneDescrip
     return description
 
 
-def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict) -> None:
+def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict[str, Any]) -> None:
     with rasterio.open(dst_path, "w", count=1, dtype=ref.dtypes[0], nodata=ref.nodata,
                        **profile) as dst:
         for _, window in ref.block_windows(1):
@@ -156,7 +158,7 @@ def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict) -> 
 
 
 def _warp_modality(sources: list[BandSource], modality: ModalityParams, dst_path: Path,
-                   profile: dict) -> None:
+                   profile: dict[str, Any]) -> None:
     """Reproject every band onto the reference grid; outside the source it is nodata."""
     with rasterio.open(sources[0].path) as first:
         dtype = first.dtypes[sources[0].index - 1]
