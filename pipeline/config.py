@@ -12,7 +12,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -158,7 +158,17 @@ class PrepareParams(_Section):
         return self
 
 
-MODEL_SIZES: dict[str, dict[str, int]] = {  # model.size -> the shape keys it sets
+class ModelShape(TypedDict):
+    """The shape keys of ``ModelConfig`` that ``model.size`` sets."""
+
+    branch_width: int
+    branch_depth: int
+    fusion_width: int
+    downsample_every: int
+
+
+ModelSize = Literal["tiny", "small", "large"]
+MODEL_SIZES: dict[ModelSize, dict[str, int]] = {  # model.size -> the shape keys it sets
     "tiny": {"branch_width": 16, "branch_depth": 2, "fusion_width": 64, "downsample_every": 0},
     "small": {"branch_width": 32, "branch_depth": 4, "fusion_width": 128, "downsample_every": 2},
     "large": {"branch_width": 64, "branch_depth": 6, "fusion_width": 512, "downsample_every": 2},
@@ -168,7 +178,7 @@ MODEL_SIZES: dict[str, dict[str, int]] = {  # model.size -> the shape keys it se
 class ModelParams(_Section):
     """Size of the multimodal CNN: a named ``size``, whose shape keys a key set here overrides."""
 
-    size: Literal["tiny", "small", "large"] = Field(
+    size: ModelSize = Field(
         "tiny", description="tiny (the default, for make run) | small | large (>= 10 MB)")
     branch_width: int = Field(16, ge=1, le=1024, description="channels of a branch's first block")
     branch_depth: int = Field(2, ge=1, le=16, description="conv blocks per modality branch")
@@ -185,13 +195,15 @@ class ModelParams(_Section):
             return MODEL_SIZES.get(size, {}) | data
         return data
 
-    def shape(self) -> dict[str, int]:
+    def shape(self) -> ModelShape:
         """The network's shape keys (``ModelConfig``'s), as this section resolves them."""
-        return {key: getattr(self, key) for key in MODEL_SIZES["tiny"]}
+        return ModelShape(branch_width=self.branch_width, branch_depth=self.branch_depth,
+                          fusion_width=self.fusion_width, downsample_every=self.downsample_every)
 
 
 SchemeName = Literal["data_parallel", "branch_parallel", "pipeline_parallel", "hybrid"]
-ALL_SCHEMES: tuple[str, ...] = ("data_parallel", "branch_parallel", "pipeline_parallel", "hybrid")
+ALL_SCHEMES: tuple[SchemeName, ...] = (
+    "data_parallel", "branch_parallel", "pipeline_parallel", "hybrid")
 
 
 class DataParallelParams(_Section):

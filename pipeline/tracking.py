@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import torch
@@ -38,6 +38,9 @@ from mlflow.entities import Run
 from pipeline.config import CompareParams, Params, TrackingParams
 from pipeline.errors import DatasetError, TrackingStoreError
 from pipeline.training.job import TrainResult
+
+if TYPE_CHECKING:
+    from pipeline.model import MultimodalCNN
 
 RUN_FILE = "run.json"
 ROLE_TAG = "landcover.role"  # "pipeline" (parent) or "scheme" (child)
@@ -137,7 +140,8 @@ def open_pipeline_run(params: Params, data_hash: str, tags: dict[str, str] | Non
                        "and attributes.status = 'RUNNING'"),
         order_by=["attributes.start_time DESC"], max_results=1)
     if found:
-        return found[0].info.run_id
+        open_id: str = found[0].info.run_id
+        return open_id
     run = client.create_run(experiment_id, run_name=f"pipeline-{key[:8]}",
                             tags={ROLE_TAG: "pipeline", KEY_TAG: key, "data_hash": data_hash,
                                   "schemes": ",".join(params.train.compare),
@@ -147,7 +151,8 @@ def open_pipeline_run(params: Params, data_hash: str, tags: dict[str, str] | Non
     for start in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=[
             mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start:start + 100]])
-    return run.info.run_id
+    new_id: str = run.info.run_id
+    return new_id
 
 
 def fail_pipeline_run(tracking: TrackingParams, run_id: str, exc: BaseException) -> None:
@@ -236,8 +241,10 @@ def log_dataset(data_dir: Path | str, fingerprint: str, source: str,
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    dataset = MetaDataset(source=resolve_dataset_source(str(Path(data_dir).resolve())),
-                          name=f"prepared-{source}", digest=fingerprint[:36])
+    # mlflow declares Dataset.profile abstract, but Dataset is no ABC and MetaDataset works as is.
+    dataset = MetaDataset(  # type: ignore[abstract]
+        source=resolve_dataset_source(str(Path(data_dir).resolve())),
+        name=f"prepared-{source}", digest=fingerprint[:36])
     mlflow.log_input(dataset, context=context, tags={"data_source": source})
 
 
@@ -263,7 +270,7 @@ def model_requirements() -> list[str]:
             f"numpy=={numpy.__version__}"]
 
 
-def log_pytorch_model(model: torch.nn.Module, example: dict[str, torch.Tensor]) -> str:
+def log_pytorch_model(model: MultimodalCNN, example: dict[str, torch.Tensor]) -> str:
     """Log ``model`` to the active run with ``mlflow.pytorch`` as a single-input model.
 
     The logged model takes the modalities stacked along channels (``StackedInputModel``), so the
@@ -283,7 +290,8 @@ def log_pytorch_model(model: torch.nn.Module, example: dict[str, torch.Tensor]) 
         wrapped, name="model", signature=infer_signature(x, logits.numpy()), input_example=x,
         pip_requirements=model_requirements())
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
-    return info.model_uri
+    model_uri: str = info.model_uri
+    return model_uri
 
 
 def run_reference(run: mlflow.ActiveRun, tracking: TrackingParams) -> dict[str, str]:
@@ -298,7 +306,8 @@ def read_run_reference(model_dir: Path) -> dict[str, str]:
     if not path.is_file():
         raise DatasetError(path, "the model has no MLflow run reference",
                            "re-run the train stage (`dvc repro train`)")
-    return json.loads(path.read_text())
+    reference: dict[str, str] = json.loads(path.read_text())
+    return reference
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def check_scene(scene_dir: Path, scene: SceneDescription) -> Grid:
 
 
 def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
-                    spark: object | None = None) -> dict:
+                    spark: object | None = None) -> dict[str, Any]:
     """Find, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
 
     ``out_dir`` receives ``scene/<modality>.npy`` (the feature raster per modality,
@@ -174,7 +175,7 @@ def absent_classes(scene: SceneDescription, seen: set[int]) -> dict[int, str]:
     return absent
 
 
-def gather_centres(results: list[dict], windows: list[tuple[int, int, int, int]],
+def gather_centres(results: list[dict[str, Any]], windows: list[tuple[int, int, int, int]],
                    lattice: tuple[np.ndarray, np.ndarray], scene: SceneDescription,
                    scene_dir: Path) -> dict[str, np.ndarray]:
     """The windows' patch centres (``code``, ``row``, ``col``) in scene order (row-major).
@@ -203,7 +204,7 @@ def gather_centres(results: list[dict], windows: list[tuple[int, int, int, int]]
     if not kept.any():
         dropped = {name: sum(r["dropped_nodata_by"].get(name, 0) for r in results)
                    for name in scene.modalities}
-        worst = max(dropped, key=dropped.get) if dropped else None
+        worst = max(dropped, key=dropped.__getitem__) if dropped else None
         if worst is not None and dropped[worst] > 0:
             raise DatasetError(scene_dir / scene.modalities[worst].path,
                                f"all-nodata region: every labelled patch has more than the "

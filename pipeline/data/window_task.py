@@ -9,7 +9,7 @@ each spatial block it covers (for the training statistics) and a digest of what 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -74,7 +74,7 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
             if modality.source:
                 error["problem"] += f" (aligned from {modality.source})"
             return result | {"error": error}
-        invalid_by[name] = ~valid.all(axis=0)
+        invalid_by[name] = ~cast(np.ndarray, valid.all(axis=0))  # an array: valid is 3-D
         invalid_any |= invalid_by[name]
         pixels = data[:, inner[0], inner[1]]  # the halo's only use is the nodata mask
         if not valid.all():
