@@ -116,6 +116,10 @@ def predicted_points(points: list[dict], jobs: dict, patch: int,
             "measured_step_cpu_s_by_worker": p.get("step_cpu_s_p50_by_worker"),
             "profiled_step_cpu_s_by_worker": (list(measured_scheme.cpu_s)
                                               if measured_scheme else None),
+            "profiled_process_cpu_s_by_worker": (list(measured_scheme.process_cpu_s)
+                                                 if measured_scheme else None),
+            "profiled_step_wall_s_by_worker": (list(measured_scheme.wall_s)
+                                               if measured_scheme else None),
             **{k: p[k] for k in ("link_rate", "link_rate_bps", "model_size", "batch_size",
                                  "scheme")},
             "measured_step_s": p["step_s_p50"], "measured_step_s_p10": p["step_s_p10"],
