@@ -71,9 +71,9 @@ def _inject_fault(job: TrainJob, rank: int, step: int) -> None:
 def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
            comm: Comm) -> TrainResult | None:
     dataset = PreparedDataset.open(job.data_dir)
-    train = dataset.split("train")
-    val = dataset.split("val") if job.validate else None
     strategy: Strategy = STRATEGIES[job.parallel.scheme](job, rank, world_size, comm)
+    train = dataset.stream("train", strategy.input_modalities)  # batch by batch, from the store
+    val = dataset.split("val") if job.validate else None
     meter = ResourceMeter()
 
     checkpointer = Checkpointer(job, rank, world_size)
