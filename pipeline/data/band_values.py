@@ -26,13 +26,15 @@ class BandSource:
     """One band of the user's data: a file, the 1-based band index inside it, and its scaling.
 
     The value the scene stores is ``(stored + offset) * gain`` (identity unless the product's
-    metadata says otherwise, as Sentinel-2's does).
+    metadata says otherwise, as Sentinel-2's does). ``nodata`` applies when neither the file nor
+    ``params.yaml`` gives one (Sentinel-2: DN 0).
     """
 
     path: Path
     index: int
     offset: float = 0.0
     gain: float = 1.0
+    nodata: float | None = None
 
 
 def needs_conversion(source: BandSource, units: Units) -> bool:

@@ -25,6 +25,7 @@ from pipeline.config import ModalityParams, SceneParams
 from pipeline.data.band_files import match_band_files
 from pipeline.data.band_values import BandSource, check_units, convert_band, needs_conversion
 from pipeline.data.scene import Modality, SceneDescription
+from pipeline.data.sentinel2_safe import is_safe, safe_band_sources
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 
@@ -39,6 +40,8 @@ def resolve_bands(name: str, modality: ModalityParams, base: Path) -> list[BandS
     """
     path = (base / modality.path).resolve()
     field = f"ingest.scene.modalities.{name}"
+    if is_safe(path):
+        return safe_band_sources(path, modality.bands, field)
     if path.is_dir():
         out = [BandSource(p, 1) for p in match_band_files(path, modality.bands, field)]
         for source in out:
@@ -152,7 +155,8 @@ def _warp_modality(sources: list[BandSource], modality: ModalityParams, dst_path
     """
     with rasterio.open(sources[0].path) as first:
         dtype = first.dtypes[sources[0].index - 1]
-        src_nodata = modality.nodata if modality.nodata is not None else first.nodata
+        src_nodata = next((v for v in (modality.nodata, first.nodata, sources[0].nodata)
+                           if v is not None), None)
     converted = any(needs_conversion(s, modality.units) for s in sources)
     dst_nodata = float("nan") if converted else src_nodata
     dtype = "float32" if converted else dtype
@@ -163,7 +167,8 @@ def _warp_modality(sources: list[BandSource], modality: ModalityParams, dst_path
                        **profile) as dst:
         for index, (source, band) in enumerate(zip(sources, modality.bands, strict=True), 1):
             with rasterio.open(source.path) as src:
-                nodata = modality.nodata if modality.nodata is not None else src.nodata
+                nodata = next((v for v in (modality.nodata, src.nodata, source.nodata)
+                               if v is not None), None)
                 if modality.kind == "sar":
                     check_units(src, source, band, modality.units, field)
                 try:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.data.dataset import PatchSplit
+from pipeline.data.dataset import PatchSplit, TrainingSplit
 from pipeline.model import LOGITS, MultimodalCNN, predict
 from pipeline.objective import correct_and_total, decide, per_sample_loss
 from pipeline.training.batches import shard
@@ -48,12 +48,17 @@ class Strategy(ABC):
     def parameters(self) -> list[nn.Parameter]:
         """The parameters this worker holds and updates."""
 
+    @property
+    def input_modalities(self) -> list[str] | None:
+        """The modalities whose patches this worker reads (``None``: every one)."""
+        return None
+
     def param_bytes(self) -> int:
         """Bytes of the parameters this worker holds."""
         return sum(p.numel() * p.element_size() for p in self.parameters)
 
     @abstractmethod
-    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+    def step(self, train: TrainingSplit, batch: np.ndarray) -> tuple[float, int]:
         """One optimiser step on global batch ``batch``.
 
         Returns (sum of losses, samples) seen by this worker's loss (zero on workers that
@@ -157,7 +162,7 @@ class DataParallelStrategy(Strategy):
         super().load_checkpoint_state(state)
         self.steps = int(state["steps"])
 
-    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+    def step(self, train: TrainingSplit, batch: np.ndarray) -> tuple[float, int]:
         """Forward and backward on this worker's shard; gradients averaged by DDP."""
         inputs, labels = train.batch(shard(batch, self.rank, self.world_size))
         self.optimizer.zero_grad(set_to_none=True)
@@ -235,6 +240,12 @@ class ModelParallelStrategy(Strategy):
                     self.replica_group = group
 
     @property
+    def input_modalities(self) -> list[str] | None:
+        """The modalities read by this worker's units (its branches): none if it holds none."""
+        return sorted({key.removesuffix("/input") for unit in self.runner.units
+                       for key in unit.inputs if key.endswith("/input")})
+
+    @property
     def parameters(self) -> list[nn.Parameter]:
         """This worker's units' parameters."""
         return list(self.named.values())
@@ -249,7 +260,7 @@ class ModelParallelStrategy(Strategy):
         """SGD over this worker's parameters."""
         return self._optimizer
 
-    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+    def step(self, train: TrainingSplit, batch: np.ndarray) -> tuple[float, int]:
         """GPipe schedule over this replica's shard of ``batch``."""
         own = shard(batch, self.runner.replica, self.layout.replicas)
         micro_batches = np.array_split(own, self.job.parallel.micro_batches)

@@ -79,9 +79,9 @@ def _train(job: TrainJob, rank: int, world_size: int, where: Whereabouts,
            comm: Comm) -> TrainResult | None:
     where.enter("loading the data and the model")
     dataset = PreparedDataset.open(job.data_dir)
-    train = dataset.split("train")
-    val = dataset.split("val") if job.validate else None
     strategy: Strategy = STRATEGIES[job.parallel.scheme](job, rank, world_size, comm)
+    train = dataset.stream("train", strategy.input_modalities)  # batch by batch, from the store
+    val = dataset.split("val") if job.validate else None
     meter = ResourceMeter()
 
     checkpointer = Checkpointer(job, rank, world_size)
