@@ -86,7 +86,10 @@ def run_worker_process(function: Callable[[Any], Any], argument: Any, rank: int,
         kind, value = pickle.loads(receiver.recv_bytes())
     except EOFError:  # it died before it could say anything
         kind, value = "", None
-    process.join()
+    process.join(timeout=30)
+    if process.is_alive():  # it said what it had to say but does not end
+        process.kill()
+        process.join()
     code = process.exitcode or 0
     where = whereabouts.value.decode(errors="replace")
     if kind == "ok":
@@ -121,6 +124,7 @@ def _worker_main(function: Callable[[Any], Any], argument: Any, rank: int, env: 
     else:  # plain pickle: torch's own would pass tensors as handles to memory that dies with it
         sender.send_bytes(pickle.dumps(("ok", result)))
     sender.close()
+    os._exit(0)  # at once: the interpreter's teardown (gloo's threads) can wait on a dead peer
 
 
 def run_with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float,

@@ -49,6 +49,7 @@ def train_worker(job: TrainJob) -> TrainResult | None:
     distributed = world_size > 1
     where = Whereabouts()
     comm = Comm()
+    failed = False
     try:
         if distributed:
             where.enter("joining the process group")
@@ -59,11 +60,12 @@ def train_worker(job: TrainJob) -> TrainResult | None:
                   f"{type(exc).__name__}: {exc}")
         print(report, flush=True)
         exc.add_note(report)
+        failed = True
         raise
     finally:
         comm.close()
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
+        if distributed and dist.is_initialized() and not failed:  # a broken group's teardown
+            dist.destroy_process_group()  # can wait on its dead peer; the process ends anyway
 
 
 def _inject_fault(job: TrainJob, rank: int, step: int) -> None:
