@@ -105,6 +105,13 @@ def test_training_moved_the_weights(reference: TrainResult, case: tuple[str, Pat
     assert any(not torch.equal(initial[k], reference.state_dict[k]) for k in initial)
 
 
+def test_a_worker_records_its_training_threads_cpu_per_step(reference: TrainResult) -> None:
+    figures = reference.workers[0]
+    assert 0 < figures["step_cpu_s_p10"] <= figures["step_cpu_s_p50"] <= figures["step_cpu_s_p90"]
+    # CPU time of one thread never exceeds the step's wall time (step by step, so per quantile)
+    assert figures["step_cpu_s_p50"] <= figures["step_s_p50"]
+
+
 def test_fp16_compression_stays_close_to_one_process(trained: dict[str, TrainResult],
                                                      reference: TrainResult) -> None:
     for key, expected in reference.state_dict.items():
