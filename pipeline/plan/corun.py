@@ -13,15 +13,20 @@ import multiprocessing
 import statistics
 import time
 from queue import Empty
+from typing import TYPE_CHECKING
 
 from pipeline.model import ModelConfig
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Barrier
 
 ROUNDS = 5  # alone, then together, this many times
 PHASE_S = 0.4  # seconds of each
 
 
 def _worker(index: int, cores: int, config: ModelConfig, patch: int, batch: int,
-            barrier: object, queue: multiprocessing.Queue) -> None:
+            barrier: Barrier, queue: multiprocessing.Queue[tuple[int, dict[int, list[float]]]]
+            ) -> None:
     import torch
 
     from pipeline.model import MultimodalCNN
@@ -42,7 +47,8 @@ def _worker(index: int, cores: int, config: ModelConfig, patch: int, batch: int,
             barrier.wait()
             if index >= k:
                 continue
-            times, began = [], time.perf_counter()
+            times: list[float] = []
+            began = time.perf_counter()
             while time.perf_counter() - began < PHASE_S or len(times) < 2:
                 start = time.perf_counter()
                 step()
