@@ -17,9 +17,12 @@ import multiprocessing
 import statistics
 import time
 from queue import Empty
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.model import ModelConfig
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Barrier
 
 ROUNDS = 5  # alone, then together, this many times
 PHASE_S = 0.4  # seconds of each
@@ -28,7 +31,8 @@ GAP_S = 2e-4  # a pause between two clock reads longer than this: the process wa
 
 
 def _worker(index: int, cores: int, config: ModelConfig, patch: int, batch: int,
-            barrier: object, queue: multiprocessing.Queue) -> None:
+            barrier: Barrier, queue: multiprocessing.Queue[tuple[int, dict[int, list[float]]]]
+            ) -> None:
     import torch
 
     from pipeline.model import MultimodalCNN
@@ -49,7 +53,8 @@ def _worker(index: int, cores: int, config: ModelConfig, patch: int, batch: int,
             barrier.wait()
             if index >= k:
                 continue
-            times, began = [], time.perf_counter()
+            times: list[float] = []
+            began = time.perf_counter()
             while time.perf_counter() - began < PHASE_S or len(times) < 2:
                 start = time.perf_counter()
                 step()

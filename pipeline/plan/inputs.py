@@ -7,10 +7,12 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlparse
 
 from pipeline.config import Params
-from pipeline.data.dataset import MANIFEST_FILE, PreparedDataset
+from pipeline.data.dataset import PreparedDataset
+from pipeline.data.prepared_store import MANIFEST_FILE
 from pipeline.emulated_network import parse_rate
 from pipeline.errors import ParamsError
 from pipeline.model import ModelConfig
@@ -20,7 +22,15 @@ from pipeline.plan.simulate import Network
 from pipeline.training.job import TrainJob
 from pipeline.training.trainer import parallel_settings
 
-EMBEDDED_SCENE = {"channels": {"optical": 4, "sar": 2}, "num_classes": 6, "task": SINGLE_LABEL}
+
+class _Scene(TypedDict):
+    channels: dict[str, int]
+    num_classes: int
+    task: str
+
+
+EMBEDDED_SCENE: _Scene = {
+    "channels": {"optical": 4, "sar": 2}, "num_classes": 6, "task": SINGLE_LABEL}
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([kmgt])b?$", re.IGNORECASE)
 
 

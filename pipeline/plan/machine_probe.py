@@ -17,14 +17,20 @@ import os
 import socket
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from queue import Empty
+from typing import TYPE_CHECKING, Any, cast
 
 from pipeline.io import write_json
 from pipeline.plan.corun import time_slice
 from pipeline.plan.profile import default_cache_dir, machine_id
+
+if TYPE_CHECKING:
+    import torch
+    from pyspark.sql import SparkSession
 
 ROUND_TRIPS = 200
 BULK_BYTES = 16 * 1024 * 1024
@@ -47,11 +53,12 @@ class MachineProbe:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _message_worker(rank: int, port: int, latency_only: bool,
-                    queue: multiprocessing.Queue) -> None:
+                    queue: multiprocessing.Queue[Any]) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -64,7 +71,7 @@ def _message_worker(rank: int, port: int, latency_only: bool,
         dist.destroy_process_group()
 
 
-def _there_and_back(rank: int, outbound: object, reply: object) -> float:
+def _there_and_back(rank: int, outbound: torch.Tensor, reply: torch.Tensor) -> float:
     """Seconds for rank 0 to send ``outbound`` to rank 1 and receive ``reply`` from it."""
     import torch.distributed as dist
 
@@ -124,6 +131,7 @@ def _exchange(rank: int) -> tuple[float, float, float] | None:
         start = time.perf_counter()
         sending = dist.isend(bulk, peer)
         dist.recv(inbound, peer)
+        assert sending is not None  # None only for a rank outside the group
         sending.wait()
         dist.barrier()
         duplex.append(BULK_BYTES / (time.perf_counter() - start))
@@ -132,17 +140,19 @@ def _exchange(rank: int) -> tuple[float, float, float] | None:
     return None
 
 
-def measure_on_spark(spark: object) -> MachineProbe:
+def measure_on_spark(spark: SparkSession) -> MachineProbe:
     """The probe run as two barrier tasks of the Spark application ``spark`` (its cluster)."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    latency, rate, duplex = TorchDistributor(num_processes=2, local_mode=False,
-                                             use_gpu=False).run(probe_worker)
+    # run returns rank 0's result: probe_worker's tuple
+    latency, rate, duplex = cast(tuple[float, float, float], TorchDistributor(
+        num_processes=2, local_mode=False, use_gpu=False).run(probe_worker))
     return MachineProbe(machine=f"spark {spark.sparkContext.master}", latency_s=latency,
                         copy_bytes_s=rate, duplex_bytes_s=duplex)
 
 
-def _spawn(target, args: list[tuple], results: int, timeout_s: float = 120) -> list:  # noqa: ANN001
+def _spawn(target: Callable[..., None], args: list[tuple[object, ...]], results: int,
+           timeout_s: float = 120) -> list[Any]:
     """Run ``target(*a, queue)`` in a fresh process for each ``a`` of ``args``; ``results`` puts.
 
     Raises:
@@ -153,7 +163,7 @@ def _spawn(target, args: list[tuple], results: int, timeout_s: float = 120) -> l
     workers = [context.Process(target=target, args=(*a, queue), daemon=True) for a in args]
     for worker in workers:
         worker.start()
-    out: list = []
+    out: list[Any] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(out) < results:

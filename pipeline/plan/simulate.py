@@ -95,13 +95,16 @@ class Compute:
     what: str = "compute"
 
 
+Tag = tuple[object, ...]  # names a message or a collective, e.g. ("grad", step, bucket)
+
+
 @dataclass(frozen=True)
 class Send:
     """Start sending ``nbytes`` to ``dst``; ``tag`` pairs it with the receive."""
 
     dst: int
     nbytes: float
-    tag: tuple
+    tag: Tag
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class Recv:
     """Wait for the message ``tag`` from ``src``."""
 
     src: int
-    tag: tuple
+    tag: Tag
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ class AllReduce:
 
     group: tuple[int, ...]
     nbytes: float
-    tag: tuple
+    tag: Tag
     post: bool = False
 
 
@@ -165,14 +168,14 @@ class _Simulation:
         self.cores = [0.0] * cores if cores else None
         self.tx_free = [0.0] * len(programs)
         self.rx_free = [0.0] * len(programs)
-        self.arrivals: dict[tuple, float] = {}  # (src, dst, tag) -> arrival time
-        self.waiting_recv: dict[tuple, int] = {}  # (src, dst, tag) -> waiting worker
+        self.arrivals: dict[Tag, float] = {}  # (src, dst, tag) -> arrival time
+        self.waiting_recv: dict[Tag, int] = {}  # (src, dst, tag) -> waiting worker
         self.last_send_done = [0.0] * len(programs)
-        self.collectives: dict[tuple, dict[int, float]] = defaultdict(dict)  # tag -> posts
-        self.collective_done: dict[tuple, float] = {}
-        self.group_free: dict[tuple, float] = defaultdict(float)
-        self.posted: list[list[tuple]] = [[] for _ in programs]
-        self.blocked_on: dict[int, tuple] = {}  # worker -> collective tag it blocks on
+        self.collectives: dict[Tag, dict[int, float]] = defaultdict(dict)  # tag -> posts
+        self.collective_done: dict[Tag, float] = {}
+        self.group_free: dict[Tag, float] = defaultdict(float)
+        self.posted: list[list[Tag]] = [[] for _ in programs]
+        self.blocked_on: dict[int, Tag] = {}  # worker -> collective tag it blocks on
         self.waiting_all: dict[int, float] = {}  # worker -> time it began waiting
         self.queue: list[tuple[float, int, int]] = []
         self.seq = 0
@@ -298,7 +301,7 @@ class _Simulation:
             self.traces[member].payload_received += volume
         self.collective_done[op.tag] = end
 
-    def _maybe_release(self, tag: tuple) -> None:
+    def _maybe_release(self, tag: Tag) -> None:
         if tag not in self.collective_done:
             return
         done = self.collective_done[tag]
