@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,9 +110,10 @@ class PreparedDataset:
         return cls(root)
 
     @cached_property
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
         """The manifest written by the prepare stage."""
-        return json.loads((self.root / MANIFEST_FILE).read_text())
+        manifest: dict[str, Any] = json.loads((self.root / MANIFEST_FILE).read_text())
+        return manifest
 
     @property
     def task(self) -> str:

@@ -14,6 +14,7 @@ Reprojection goes band by band through GDAL's chunked warper (``rasterio.band`` 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -74,7 +75,7 @@ def _band_count(path: Path) -> int:
                 raise DatasetError(path, "raster has no CRS", "assign one, e.g. "
                                    "`gdal_edit.py -a_srs EPSG:32633 FILE`, or re-export it "
                                    "georeferenced")
-            return src.count
+            return int(src.count)
     except rasterio.errors.RasterioError as exc:
         raise DatasetError(path, f"unreadable raster ({exc})", "check that the file is a raster "
                            "GDAL reads (GeoTIFF, JPEG 2000, VRT); re-download or "
@@ -142,7 +143,7 @@ def ingest_scene(params: SceneParams, base: Path, out_dir: Path) -> SceneDescrip
     return description
 
 
-def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict) -> None:
+def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict[str, Any]) -> None:
     with rasterio.open(dst_path, "w", count=1, dtype=ref.dtypes[0], nodata=ref.nodata,
                        **profile) as dst:
         for _, window in ref.block_windows(1):
@@ -150,7 +151,7 @@ def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict) -> 
 
 
 def _warp_modality(sources: list[BandSource], modality: ModalityParams, dst_path: Path,
-                   profile: dict, field: str) -> None:
+                   profile: dict[str, Any], field: str) -> None:
     """Reproject every band onto the reference grid; outside the source it is nodata.
 
     A band in dB or with a product scaling is converted first (``band_values``), into a
