@@ -26,6 +26,7 @@ from pipeline.data.band_files import match_band_files
 from pipeline.data.band_values import BandSource, check_units, convert_band, needs_conversion
 from pipeline.data.scene import Modality, SceneDescription
 from pipeline.data.sentinel2_safe import is_safe, safe_band_sources
+from pipeline.data.stac import stac_band_sources
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 
@@ -40,8 +41,12 @@ def resolve_bands(name: str, modality: ModalityParams, base: Path) -> list[BandS
     """
     path = (base / modality.path).resolve()
     field = f"ingest.scene.modalities.{name}"
-    if is_safe(path):
-        return safe_band_sources(path, modality.bands, field)
+    if is_safe(path) or (path.suffix.lower() == ".json" and path.is_file()):
+        read = safe_band_sources if is_safe(path) else stac_band_sources
+        sources = read(path, modality.bands, field)
+        for source in sources:
+            _band_count(source.path)  # exists, readable, georeferenced
+        return sources
     if path.is_dir():
         out = [BandSource(p, 1) for p in match_band_files(path, modality.bands, field)]
         for source in out:
@@ -70,8 +75,7 @@ def _band_count(path: Path) -> int:
                 raise DatasetError(path, "raster has no CRS", "assign one, e.g. "
                                    "`gdal_edit.py -a_srs EPSG:32633 FILE`, or re-export it "
                                    "georeferenced")
-            count: int = src.count
-            return count
+            return int(src.count)
     except rasterio.errors.RasterioError as exc:
         raise DatasetError(path, f"unreadable raster ({exc})", "check that the file is a raster "
                            "GDAL reads (GeoTIFF, JPEG 2000, VRT); re-download or "
