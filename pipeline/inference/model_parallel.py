@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -114,7 +115,7 @@ def time_model_parallel(spark: Any, job: InferJob) -> Timing:
     Raises:
         TrainingError: too few task slots, a worker failed, or it outlasted ``job.timeout_s``.
     """
-    model, _ = load_model(job.model_dir)
+    model, _ = load_model(Path(job.model_dir))
     layout = layout_for(model.config, job.parallel, model)
     job = job.resolved()
     context = spark.sparkContext
