@@ -1,4 +1,4 @@
-"""Every scheme on real Spark barrier tasks (TorchDistributor, gloo), against one process.
+"""Every scheme on real Spark barrier tasks (pipeline.training.barrier, gloo), against one process.
 
 Each configuration trains two steps once (module-scoped cache), for two models: a tiny one on
 7x7 patches and the ``small`` size (strided stages, 149,190 parameters) on 33x33 patches. The
