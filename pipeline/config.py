@@ -249,6 +249,9 @@ class TrainParams(_Section):
     checkpoint_every: int = Field(
         50, ge=0, description="optimiser steps between checkpoints (0: none); a rerun or a "
                               "retry resumes from the last one")
+    timeline_interval_s: float = Field(
+        1.0, ge=0, le=3600, description="seconds between each worker's resource samples (CPU, "
+                                        "RSS, bytes/s), logged as MLflow timelines; 0: none")
     retries: int = Field(1, ge=0, le=10,
                          description="Prefect retries of a failed training (resume from the "
                                      "last checkpoint)")

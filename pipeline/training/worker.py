@@ -26,6 +26,7 @@ from pipeline.training.failures import FAILURE_MARK, Whereabouts
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.resources import ResourceMeter
 from pipeline.training.strategies import STRATEGIES, Strategy
+from pipeline.training.timeline import TimelineSampler
 from pipeline.training.wire import WireMeter
 
 
@@ -79,6 +80,16 @@ def _inject_fault(job: TrainJob, rank: int, step: int) -> None:
 
 def _train(job: TrainJob, rank: int, world_size: int, where: Whereabouts,
            comm: Comm) -> TrainResult | None:
+    wire = WireMeter.from_environment()  # the links' counters over the same phase as comm's
+    sampler = TimelineSampler(comm, wire, job.timeline_interval_s).start()
+    try:
+        return _train_sampled(job, rank, world_size, where, comm, wire, sampler)
+    finally:
+        sampler.stop()
+
+
+def _train_sampled(job: TrainJob, rank: int, world_size: int, where: Whereabouts,
+                   comm: Comm, wire: WireMeter, sampler: TimelineSampler) -> TrainResult | None:
     where.enter("loading the data and the model")
     dataset = PreparedDataset.open(job.data_dir)
     strategy: Strategy = STRATEGIES[job.parallel.scheme](job, rank, world_size, comm)
@@ -90,7 +101,6 @@ def _train(job: TrainJob, rank: int, world_size: int, where: Whereabouts,
     resumed = checkpointer.restore(strategy)
     at = resumed or Position()
     history, steps, samples = list(at.history), at.steps, at.samples
-    wire = WireMeter.from_environment()  # the links' counters over the same phase as comm's
     step_times: list[float] = []
     step_comm: list[float] = []  # of each step, the time blocked in communication
     step_cpu: list[float] = []  # of each step, the training thread's CPU time
@@ -133,6 +143,7 @@ def _train(job: TrainJob, rank: int, world_size: int, where: Whereabouts,
             break
     wall = time.perf_counter() - start
 
+    timeline = sampler.stop()  # before the figures: the samples integrate to their counts
     figures = {"rank": float(rank), **meter.figures(), "param_bytes": float(strategy.param_bytes()),
                **comm.totals(), **wire.figures()}
     figures["compute_s"] = max(wall - figures["comm_s"], 0.0)
@@ -141,18 +152,20 @@ def _train(job: TrainJob, rank: int, world_size: int, where: Whereabouts,
     figures |= step_time_quantiles(step_cpu, "step_cpu_s")
     state = strategy.local_state()
     if world_size > 1:
-        gathered = comm.gather_to_zero((figures, state))
+        gathered = comm.gather_to_zero((figures, state, timeline))
         if rank != 0 or gathered is None:
             return None
-        all_figures = [f for f, _ in gathered]
-        parts = {k: v for _, part in gathered for k, v in part.items()}
+        all_figures = [f for f, _, _ in gathered]
+        timelines = {int(f["rank"]): t for f, _, t in gathered}
+        parts = {k: v for _, part, _ in gathered for k, v in part.items()}
         merged = {k: parts[k] for k in MultimodalCNN(job.model).state_dict()}
     else:
-        all_figures, merged = [figures], state
+        all_figures, merged, timelines = [figures], state, {0: timeline}
     checkpointer.clear()
     return TrainResult(state_dict=merged, history=history, steps=steps, samples=samples,
                        world_size=world_size, wall_time_s=wall, workers=all_figures,
-                       resumed_from_step=at.steps, steps_run=len(step_times))
+                       resumed_from_step=at.steps, steps_run=len(step_times),
+                       timelines=timelines)
 
 
 WARMUP_STEPS = 2  # first steps of a run, left out of its step-time quantiles (allocator, caches)
