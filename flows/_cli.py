@@ -126,11 +126,25 @@ def reporting_user_errors(interrupted: str) -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
+        flush_prefect()
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         print(f"interrupted: {interrupted}", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def flush_prefect(timeout_s: float = 30.0) -> None:
+    """Send the events and logs Prefect still queues now, not at exit.
+
+    Its services drain at interpreter exit and, on a busy machine, log "Still processing
+    items" there, after the stage's ``error:`` line; draining first keeps that line the last.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (EventsWorker, APILogWorker):
+        service.drain_all(timeout=timeout_s, at_exit=False)
 
 
 def interrupt(signum: int, frame: object) -> None:
