@@ -24,12 +24,11 @@ from flows._cli import run_stage
 from flows.layout import LAYOUT
 from pipeline.config import ALL_SCHEMES, EvaluateParams, Params, load_params
 from pipeline.data.dataset import PreparedDataset
-from pipeline.data.scene import SCENE_FILE
+from pipeline.data.scene import SCENE_FILE, holds_scenes
 from pipeline.evaluation import Evaluation, evaluate_split, selection_metrics, write_reports
 from pipeline.inference.landcover_map import (
-    MAP_FILE,
-    PREVIEW_FILE,
-    map_job_for,
+    map_file_names,
+    map_jobs_for,
     write_landcover_map,
     write_map_preview,
 )
@@ -66,14 +65,25 @@ def score_model(model: str, data: str, threshold: float,
 @task(cache_policy=NO_CACHE)
 def draw_map(spark: object, raw: str, model: str, data: str, config: Params, out_dir: Path,
              scheme: str) -> dict[str, float]:
-    """The scene's land-cover map (GeoTIFF + PNG) with ``model``, window by window on Spark."""
+    """The land-cover map (GeoTIFF + PNG) of each scene with ``model``, window by window on Spark.
+
+    One scene: ``landcover_map.tif``/``.png``; many: ``landcover_map_<scene>.tif``/``.png`` each,
+    on the scene's own grid. The figures are summed over the scenes.
+    """
     settings = config.evaluate.map
-    job = map_job_for(Path(raw), Path(model), PreparedDataset.open(data).manifest,
-                      settings.stride, config.prepare.max_nodata_fraction, settings.batch_size)
-    figures = write_landcover_map(job, out_dir / MAP_FILE, spark, settings.window_size,
-                                  tags={"SCHEME": scheme})
-    write_map_preview(out_dir / MAP_FILE, out_dir / PREVIEW_FILE,
-                      title=f"land-cover map, {scheme} model (stride {settings.stride})")
+    jobs = map_jobs_for(Path(raw), Path(model), PreparedDataset.open(data).manifest,
+                        settings.stride, config.prepare.max_nodata_fraction, settings.batch_size)
+    figures: dict[str, float] = {}
+    for name, job in jobs.items():
+        map_file, preview_file = map_file_names(name)
+        scene_figures = write_landcover_map(job, out_dir / map_file, spark, settings.window_size,
+                                            tags={"SCHEME": scheme} | (
+                                                {"SCENE": name} if name else {}))
+        write_map_preview(out_dir / map_file, out_dir / preview_file,
+                          title=f"land-cover map{f' of {name}' if name else ''}, {scheme} model "
+                          f"(stride {settings.stride})")
+        for key, value in scene_figures.items():
+            figures[key] = figures.get(key, 0.0) + value
     return figures
 
 
@@ -123,7 +133,7 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
             started = time.perf_counter()
             with spark_session(config.spark) as spark:
                 figures["spark_startup_s"] = time.perf_counter() - started
-                if evaluation.task == SINGLE_LABEL and (Path(raw) / SCENE_FILE).is_file():
+                if evaluation.task == SINGLE_LABEL and holds_scenes(Path(raw)):
                     figures |= draw_map(spark, raw, model, data, config, folder, scheme)
                 else:
                     print(f"no land-cover map: {raw} holds no scene ({SCENE_FILE}) or the task is "

@@ -1,7 +1,8 @@
 """Ingest stage: the modalities and labels the pipeline learns from, chosen by ``ingest.source``.
 
 - ``synthetic``: the embedded, deterministic Sentinel-2 + Sentinel-1 scene (no user data needed);
-- ``scene``: the user's rasters (``ingest.scene``), aligned onto the label raster's grid;
+- ``scene``: the user's rasters (``ingest.scene``), aligned onto the label raster's grid (a list:
+  many scenes, each on its own grid);
 - ``bigearthnet``: BigEarthNet-MM S1 + S2 patch folders (the package's examples by default).
 """
 
@@ -15,7 +16,7 @@ from flows._cli import run_stage
 from flows.layout import LAYOUT
 from pipeline.config import load_params
 from pipeline.data.bigearthnet import ingest_bigearthnet
-from pipeline.data.ingest import ingest_scene
+from pipeline.data.ingest import ingest_scene, ingest_scenes
 from pipeline.data.synthetic import write_synthetic_scene
 
 
@@ -31,6 +32,11 @@ def write_scene(params_path: str, out_dir: str) -> dict:
         index = ingest_bigearthnet(ingest.bigearthnet, base, Path(out_dir))
         return {"source": "bigearthnet", "modalities": ["optical", "sar"],
                 "classes": len(index["classes"]), "pairs": len(index["pairs"])}
+    if isinstance(ingest.scene, list) and ingest.source == "scene":
+        scenes = ingest_scenes(ingest.scene, base, Path(out_dir))
+        first = next(iter(scenes.values()))
+        return {"source": f"scene ({len(scenes)} scenes: {', '.join(scenes)})",
+                "modalities": sorted(first.modalities), "classes": len(first.classes)}
     if ingest.source == "scene":
         scene = ingest_scene(ingest.scene, base, Path(out_dir))
     else:

@@ -12,7 +12,7 @@ from flows.layout import LAYOUT
 from pipeline.config import PrepareParams, load_params
 from pipeline.data.bigearthnet import is_bigearthnet, prepare_bigearthnet
 from pipeline.data.prepare import prepare_dataset
-from pipeline.data.scene import SceneDescription
+from pipeline.data.scene import SceneDescription, scene_folders
 from pipeline.spark import spark_session
 
 
@@ -30,7 +30,8 @@ def prepare_flow(params: str = LAYOUT.params, raw: str = LAYOUT.raw,
     """Prepare the patch dataset of the data in ``raw`` into ``out``; windows run on Spark."""
     config = load_params(params)
     if not is_bigearthnet(Path(raw)):
-        SceneDescription.load(Path(raw))  # fail fast, before Spark starts
+        for folder in scene_folders(Path(raw)).values():
+            SceneDescription.load(folder)  # fail fast, before Spark starts
     with spark_session(config.spark) as spark:
         manifest = prepare_patches(spark, raw, out, config.prepare)
     print(f"prepared {manifest['task']} patches {manifest['split_sizes']} over "

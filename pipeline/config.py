@@ -69,6 +69,9 @@ class ModalityParams(_Section):
 class SceneParams(_Section):
     """The user's own rasters. Every modality is aligned to the label raster's grid."""
 
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                             description="the scene's name, when many scenes are listed "
+                             "(its folder; default scene<k>, k from 0)")
     modalities: dict[str, ModalityParams] = Field(min_length=1)
     labels: str = Field(description="label raster (single band of integer class codes)")
     classes: dict[int, str] = Field(min_length=2, description="class code -> class name")
@@ -102,7 +105,8 @@ class IngestParams(_Section):
 
     source: Literal["synthetic", "scene", "bigearthnet"] = "synthetic"
     synthetic: SyntheticSceneParams = SyntheticSceneParams()
-    scene: SceneParams | None = None
+    scene: SceneParams | list[SceneParams] | None = Field(
+        None, description="one scene, or a list of scenes (same modalities, bands and classes)")
     bigearthnet: BigEarthNetParams = BigEarthNetParams()
 
     @model_validator(mode="after")
@@ -110,7 +114,47 @@ class IngestParams(_Section):
         if self.source == "scene" and self.scene is None:
             raise ValueError("source 'scene' needs an ingest.scene section (modalities, labels, "
                              "classes)")
+        if isinstance(self.scene, list):
+            check_scenes_agree(self.scene)
         return self
+
+
+def scene_names(scenes: list[SceneParams]) -> list[str]:
+    """The name of each scene of a list: its ``name``, or ``scene<k>``."""
+    return [s.name or f"scene{k}" for k, s in enumerate(scenes)]
+
+
+def check_scenes_agree(scenes: list[SceneParams]) -> None:
+    """Many scenes: at least one, unique names, and the first scene's modalities, bands, classes.
+
+    Raises:
+        ValueError: naming the scene (``ingest.scene[k]``, its name) and the field that differs.
+    """
+    if not scenes:
+        raise ValueError("ingest.scene is an empty list: list at least one scene")
+    names = scene_names(scenes)
+    for name in {n for n in names if names.count(n) > 1}:
+        raise ValueError(f"scene name {name!r} is used by several scenes of ingest.scene: give "
+                         "each scene its own name")
+    first = scenes[0]
+    for k, scene in enumerate(scenes[1:], 1):
+        where = f"ingest.scene[{k}] (scene {names[k]!r})"
+        if list(scene.modalities) != list(first.modalities):
+            raise ValueError(f"{where}: modalities {list(scene.modalities)} differ from scene "
+                             f"{names[0]!r}'s {list(first.modalities)}: every scene needs the "
+                             "same modalities, in the same order")
+        for modality, params in scene.modalities.items():
+            theirs = first.modalities[modality]
+            if (params.kind, params.bands) != (theirs.kind, theirs.bands):
+                raise ValueError(f"{where}: modalities.{modality} has {params.kind} bands "
+                                 f"{params.bands}, scene {names[0]!r} has {theirs.kind} bands "
+                                 f"{theirs.bands}: every scene needs the same bands, in the "
+                                 "same order")
+        for field in ("classes", "ignore_codes"):
+            if getattr(scene, field) != getattr(first, field):
+                raise ValueError(f"{where}: {field} {getattr(scene, field)} differ from scene "
+                                 f"{names[0]!r}'s {getattr(first, field)}: use one class map "
+                                 "for every scene")
 
 
 class SplitFractions(_Section):
@@ -144,6 +188,9 @@ class PrepareParams(_Section):
         3, ge=1, description="a class with fewer patches than this cannot be split: error")
     window_size: int = Field(
         64, ge=16, le=8192, description="side of the scene windows read by one Spark task")
+    split_by: Literal["block", "scene"] = Field(
+        "block", description="many scenes: split spatial blocks within each scene, or whole "
+        "scenes (each scene in one split; at least 3 scenes)")
 
     @model_validator(mode="after")
     def _odd_patch(self) -> PrepareParams:
@@ -464,6 +511,9 @@ class Params(_Section):
             if isinstance(value, dict):
                 for key, inner in value.items():
                     walk(f"{prefix}.{key}" if prefix else str(key), inner)
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                for index, inner in enumerate(value):  # many scenes: ingest.scene.0.labels
+                    walk(f"{prefix}.{index}", inner)
             else:
                 out[prefix] = value
 

@@ -54,6 +54,7 @@ class DatasetError(ValueError):
 
     def __init__(self, path: Path | str, problem: str, fix: str) -> None:
         self.path = Path(path)
+        self.problem, self.fix = problem, fix
         super().__init__(f"{self.path}: {problem}. Fix: {fix}")
 
 

@@ -253,7 +253,10 @@ def training_run(params: Params, run_name: str | None = None,
 
 def log_dataset(data_dir: Path | str, fingerprint: str, source: str,
                 context: str = "training") -> None:
-    """Register the prepared data as the active run's dataset input (path, digest, source)."""
+    """Register the prepared data as the active run's dataset input (path, digest, source).
+
+    Many scenes: the input's tag ``scenes`` lists their names (the manifest's ``scenes``).
+    """
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
@@ -261,7 +264,13 @@ def log_dataset(data_dir: Path | str, fingerprint: str, source: str,
     dataset = MetaDataset(  # type: ignore[abstract]
         source=resolve_dataset_source(str(Path(data_dir).resolve())),
         name=f"prepared-{source}", digest=fingerprint[:36])
-    mlflow.log_input(dataset, context=context, tags={"data_source": source})
+    tags = {"data_source": source}
+    manifest = Path(data_dir) / "manifest.json"
+    if manifest.is_file():
+        scenes = json.loads(manifest.read_text()).get("scenes")
+        if scenes:
+            tags["scenes"] = ",".join(scene["name"] for scene in scenes)
+    mlflow.log_input(dataset, context=context, tags=tags)
 
 
 def log_training(result: TrainResult, model_dir: Path) -> None:

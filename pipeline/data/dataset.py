@@ -20,11 +20,11 @@ import torch
 from pipeline.data.prepared_store import (
     MANIFEST_FILE,
     SCENE_LAYOUT,
-    open_scene_arrays,
+    open_all_scene_arrays,
     prepared_files,
 )
 from pipeline.data.split import SPLITS, block_ids
-from pipeline.data.split_reader import cut_batch, read_centres, read_split
+from pipeline.data.split_reader import cut_batch, cut_from_scenes, read_centres, read_split
 from pipeline.errors import DatasetError
 from pipeline.objective import MULTI_LABEL, SINGLE_LABEL
 
@@ -59,13 +59,14 @@ class StreamingSplit:
     only the requested samples of the requested modalities.
     """
 
-    scene: dict[str, np.ndarray]
+    scenes: list[dict[str, np.ndarray]]
     rows: np.ndarray
     cols: np.ndarray
     labels: torch.Tensor
     patch_size: int
     mean: dict[str, np.ndarray]
     std: dict[str, np.ndarray]
+    scene_of: np.ndarray | None = None  # many scenes: each sample's scene (index of ``scenes``)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -75,9 +76,10 @@ class StreamingSplit:
         """The inputs (the modalities of ``mean``) and labels at ``index``."""
         index = np.asarray(index, dtype=np.int64)
         inputs = {}
+        scene_of = None if self.scene_of is None else self.scene_of[index]
         for name in self.mean:
-            patches = cut_batch(self.scene[name], self.scene["invalid"], self.rows[index],
-                                self.cols[index], self.patch_size)
+            patches = cut_from_scenes(cut_batch, self.scenes, name, self.rows[index],
+                                      self.cols[index], scene_of, self.patch_size)
             inputs[name] = torch.from_numpy((patches - self.mean[name]) / self.std[name])
         return inputs, self.labels[torch.from_numpy(index)]
 
@@ -137,11 +139,11 @@ class PreparedDataset:
         return {name: len(m["bands"]) for name, m in self.manifest["modalities"].items()}
 
     @cached_property
-    def _scene(self) -> dict[str, np.ndarray] | None:
-        """The feature rasters (layout ``scene``), memory-mapped once for all splits."""
+    def _scenes(self) -> list[dict[str, np.ndarray]] | None:
+        """The feature rasters of each scene (layout ``scene``), mapped once for all splits."""
         if self.manifest.get("layout") != SCENE_LAYOUT:
             return None
-        return open_scene_arrays(self.root, self.manifest)
+        return open_all_scene_arrays(self.root, self.manifest)
 
     def _labels(self, label: np.ndarray) -> torch.Tensor:
         if self.task == MULTI_LABEL:
@@ -160,13 +162,14 @@ class PreparedDataset:
         A layout ``patches`` dataset (BigEarthNet: whole images in the split file) is loaded
         whole (``split``).
         """
-        if self._scene is None:
+        if self._scenes is None:
             return self.split(name)
         arrays = read_centres(self.root, name)
         wanted = list(self.channels) if modalities is None else modalities
         stats = {m: self._statistics(m) for m in wanted}
         return StreamingSplit(
-            scene=self._scene, rows=arrays["row"], cols=arrays["col"],
+            scenes=self._scenes, rows=arrays["row"], cols=arrays["col"],
+            scene_of=arrays.get("scene"),
             labels=self._labels(arrays["label"]), patch_size=int(self.manifest["patch_size"]),
             mean={m: s[0] for m, s in stats.items()}, std={m: s[1] for m, s in stats.items()})
 
@@ -174,7 +177,7 @@ class PreparedDataset:
         """Load split ``name`` (train/val/test), normalised with the training statistics."""
         if name not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
-        arrays = read_split(self.root, name, self._scene)
+        arrays = read_split(self.root, name, self._scenes)
         inputs = {}
         for modality in self.channels:
             mean, std = self._statistics(modality)
@@ -183,4 +186,6 @@ class PreparedDataset:
         block = self.manifest.get("block_size")
         groups = (block_ids(arrays["row"], arrays["col"], int(block))
                   if block and "row" in arrays else np.arange(len(labels)))
+        if "scene" in arrays:  # many scenes: a block of one scene is not one of another
+            groups = groups + arrays["scene"].astype(np.int64) * 10**13
         return PatchSplit(inputs=inputs, labels=labels, groups=groups)

@@ -5,7 +5,9 @@ or a folder of single-band rasters, one per band, found by the band's name in th
 (``band_files``). The label raster's grid is the reference: every modality is reprojected onto it
 with its own resampling method (SAR in linear power; a band delivered in decibels, ``units: db``,
 is converted first: a mean of decibels would be biased), labels are never resampled. The
-result is a scene folder in the ``scene.json`` contract that the prepare stage reads.
+result is a scene folder in the ``scene.json`` contract that the prepare stage reads. Many
+scenes (``ingest.scene`` a list, each on its own grid, in its own CRS): one such folder per
+scene, listed in ``scenes.json`` (``ingest_scenes``).
 
 Reprojection goes band by band through GDAL's chunked warper (``rasterio.band`` in,
 ``rasterio.band`` out), so a modality never has to fit in memory here.
@@ -13,6 +15,7 @@ Reprojection goes band by band through GDAL's chunked warper (``rasterio.band`` 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,10 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 
-from pipeline.config import ModalityParams, SceneParams
+from pipeline.config import ModalityParams, SceneParams, check_scenes_agree, scene_names
 from pipeline.data.band_files import match_band_files
 from pipeline.data.band_values import BandSource, check_units, convert_band, needs_conversion
-from pipeline.data.scene import Modality, SceneDescription
+from pipeline.data.scene import SCENES_FILE, Modality, SceneDescription
 from pipeline.data.sentinel2_safe import is_safe, safe_band_sources
 from pipeline.data.stac import stac_band_sources
 from pipeline.errors import DatasetError
@@ -141,6 +144,36 @@ def ingest_scene(params: SceneParams, base: Path, out_dir: Path) -> SceneDescrip
                 ignore_codes=list(params.ignore_codes), source="scene")
             description.save(tmp)
     return description
+
+
+def ingest_scenes(scenes: list[SceneParams], base: Path, out_dir: Path
+                  ) -> dict[str, SceneDescription]:
+    """Ingest many scenes, each into ``out_dir/<name>/`` (``ingest_scene``), atomically.
+
+    ``out_dir/scenes.json`` lists the scene names in order. Each scene keeps its own grid and
+    CRS (its label raster's): they are never mosaicked.
+
+    Raises:
+        DatasetError: the scenes disagree (modalities, bands, classes), or one scene's inputs
+            are bad (the error names the scene). Nothing is written then.
+    """
+    try:
+        check_scenes_agree(scenes)
+    except ValueError as exc:
+        raise DatasetError(Path(base), str(exc), "make every scene of ingest.scene list the "
+                           "same modalities, bands and classes") from exc
+    names = scene_names(scenes)
+    out = {}
+    with atomic_path(Path(out_dir)) as tmp:
+        tmp.mkdir()
+        for k, (name, params) in enumerate(zip(names, scenes, strict=True)):
+            try:
+                out[name] = ingest_scene(params, base, tmp / name)
+            except DatasetError as exc:
+                raise DatasetError(exc.path, f"scene {name!r} (ingest.scene[{k}]): "
+                                   f"{exc.problem}", exc.fix) from exc
+        (tmp / SCENES_FILE).write_text(json.dumps({"scenes": names}, indent=2) + "\n")
+    return out
 
 
 def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ patches of two splits. The normalisation statistics come from the training split
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ import numpy as np
 
 from pipeline.config import PrepareParams
 from pipeline.data.prepared_store import (
+    SCENE_DIR,
     SCENE_LAYOUT,
+    SCENES_DIR,
     create_scene_arrays,
     fingerprint,
     open_scene_arrays,
@@ -32,8 +35,15 @@ from pipeline.data.prepared_store import (
 )
 from pipeline.data.preview import scene_preview
 from pipeline.data.rasters import Grid, read_grid
-from pipeline.data.scene import SceneDescription
-from pipeline.data.split import SPLITS, block_ids, block_split, split_arrays
+from pipeline.data.scene import SCENE_FILE, SceneDescription, scene_folders
+from pipeline.data.split import (
+    SPLITS,
+    UNASSIGNED,
+    block_ids,
+    block_split,
+    split_arrays,
+    stratified_blocks,
+)
 from pipeline.data.statistics import training_stats
 from pipeline.data.task_runner import ProgressLog, run_tasks
 from pipeline.data.window_task import extract_window
@@ -70,9 +80,79 @@ def check_scene(scene_dir: Path, scene: SceneDescription) -> Grid:
     return grid
 
 
+@dataclass(frozen=True)
+class ScenePart:
+    """One scene of the dataset: its folder, description, grid and where its arrays go.
+
+    ``name`` is ``None`` for a dataset of one scene (arrays in ``scene/``); with many scenes
+    the arrays of scene ``name`` go to ``scenes/<name>/``. ``offset`` places the scene in a
+    row of scenes (block-aligned columns) for the split: no block spans two scenes.
+    """
+
+    name: str | None
+    folder: Path
+    scene: SceneDescription
+    grid: Grid
+    store: str
+    windows: list[tuple[int, int, int, int]]
+    offset: int
+
+
+def scene_parts(raw: Path, params: PrepareParams) -> list[ScenePart]:
+    """The scenes of the ingested folder ``raw``, checked, in order.
+
+    Raises:
+        DatasetError: a scene is missing or inconsistent, or the scenes' modalities, bands or
+            classes differ (naming the scene).
+    """
+    parts: list[ScenePart] = []
+    offset = 0
+    for name, folder in scene_folders(raw).items():
+        scene = SceneDescription.load(folder)
+        grid = check_scene(folder, scene)
+        if parts:
+            _check_same(parts[0], name, folder, scene)
+        parts.append(ScenePart(name, folder, scene, grid,
+                               SCENE_DIR if name is None else f"{SCENES_DIR}/{name}",
+                               plan_windows(grid.height, grid.width, params.window_size),
+                               offset))
+        offset += -(-grid.width // params.block_size) * params.block_size
+    if params.split_by == "scene" and len(parts) < 3:
+        raise DatasetError(raw, f"prepare.split_by: scene needs at least 3 scenes (one per "
+                           f"split), {raw} holds {len(parts)}",
+                           "list more scenes in ingest.scene, or set prepare.split_by: block")
+    return parts
+
+
+def _check_same(first: ScenePart, name: str | None, folder: Path, scene: SceneDescription
+                ) -> None:
+    mine = {m: (d.kind, d.bands) for m, d in scene.modalities.items()}
+    theirs = {m: (d.kind, d.bands) for m, d in first.scene.modalities.items()}
+    if mine != theirs or list(mine) != list(theirs):
+        raise DatasetError(folder / SCENE_FILE, f"scene {name!r} has modalities {mine}, scene "
+                           f"{first.name!r} has {theirs}", "ingest scenes of the same "
+                           "modalities and bands (ingest.scene)")
+    if scene.classes != first.scene.classes or scene.ignore_codes != first.scene.ignore_codes:
+        raise DatasetError(folder / SCENE_FILE, f"scene {name!r} has classes {scene.classes}, "
+                           f"scene {first.name!r} has {first.scene.classes}",
+                           "use one class map for every scene (ingest.scene)")
+
+
+def extract_scene_window(parts: list[tuple[str, SceneDescription, str]], params: PrepareParams,
+                         out_dir: str, item: tuple[int, tuple[int, int, int, int]]
+                         ) -> dict[str, Any]:
+    """``extract_window`` of window ``item[1]`` of scene ``item[0]``: one Spark task.
+
+    ``parts`` holds each scene's folder, description and store: the windows of every scene are
+    the tasks of one Spark job.
+    """
+    folder, scene, store = parts[item[0]]
+    return extract_window(folder, scene, params, out_dir, item[1], store)
+
+
 def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                     spark: object | None = None) -> dict[str, Any]:
-    """Find, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
+    """Find, split and describe the patches of the scene(s) in ``scene_dir``; write ``out_dir``.
 
     ``out_dir`` receives ``scene/<modality>.npy`` (the feature raster per modality,
     ``(bands, H, W)`` float32) and ``scene/invalid.npy`` (the nodata pixels), ``train.npz``,
@@ -84,6 +164,13 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
     scene arrays and returns its centres and small summaries; the driver never holds the scene
     (on a cluster, ``out_dir`` must be on storage that the executors share, as ``scene_dir``).
 
+    Many scenes (``scenes.json``): the arrays of each scene go to ``scenes/<name>/``, a split's
+    centres carry ``scene`` (the scene's index in the manifest's ``scenes``, which gives each
+    scene's name, grid, files and split sizes), the windows of all scenes run as one Spark job,
+    the split is by block within each scene or by whole scene (``prepare.split_by``), the
+    statistics are over the training blocks of every scene, and ``preview_<name>.png`` shows
+    each scene (``preview.png`` the first).
+
     Returns:
         The manifest.
 
@@ -92,49 +179,70 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
             Nothing is written then.
     """
     scene_dir = Path(scene_dir).resolve()  # Spark workers may run in another directory
-    scene = SceneDescription.load(scene_dir)
-    grid = check_scene(scene_dir, scene)
-    windows = plan_windows(grid.height, grid.width, params.window_size)
-    progress = ProgressLog("prepare", len(windows), "windows")
+    parts = scene_parts(scene_dir, params)
+    first = parts[0]
+    scene = first.scene
+    where = first.folder / scene.labels
+    many = first.name is not None
+    items = [(k, core) for k, part in enumerate(parts) for core in part.windows]
+    progress = ProgressLog("prepare", len(items), "windows")
     with atomic_path(Path(out_dir).resolve()) as tmp:
         tmp.mkdir()
-        create_scene_arrays(tmp, {n: len(m.bands) for n, m in scene.modalities.items()},
-                            (grid.height, grid.width))
-        task = functools.partial(extract_window, str(scene_dir), scene, params, str(tmp))
-        results = run_tasks(task, windows, spark, progress)
-        lattice = centre_lattice(grid.height, grid.width, params.patch_size, params.stride)
-        centres = gather_centres(results, windows, lattice, scene, scene_dir)
+        for part in parts:
+            create_scene_arrays(tmp, {n: len(m.bands) for n, m in scene.modalities.items()},
+                                (part.grid.height, part.grid.width), part.store)
+        task = functools.partial(
+            extract_scene_window, [(str(p.folder), p.scene, p.store) for p in parts], params,
+            str(tmp))
+        results = run_tasks(task, items, spark, progress)
+        found = []
+        for k, part in enumerate(parts):
+            mine = [r for (index, _), r in zip(items, results, strict=True) if index == k]
+            lattice = centre_lattice(part.grid.height, part.grid.width, params.patch_size,
+                                     params.stride)
+            found.append(gather_centres(mine, part.windows, lattice, part.scene, part.folder))
+            for result in mine:  # block ids in the row of scenes (``ScenePart.offset``)
+                result["block"] = result["block"] + part.offset // params.block_size
+        centres = {key: np.concatenate([f[key] for f in found]) for key in found[0]}
+        scene_of = np.repeat(np.arange(len(parts), dtype=np.int16), [len(f["row"]) for f in found])
         codes = sorted(scene.classes)
         labels = np.searchsorted(codes, centres["code"]).astype(np.int64)  # all codes known
         counts = np.bincount(labels, minlength=len(codes))
         absent = absent_classes(scene, {c for r in results for c in r["seen"]})
         for code, count in zip(codes, counts, strict=True):
             if code not in absent and count < params.min_class_samples:
-                raise DatasetError(scene_dir / scene.labels,
+                raise DatasetError(where,
                                    f"class {code} ({scene.classes[code]}) has only {count} "
                                    f"patches, fewer than prepare.min_class_samples="
                                    f"{params.min_class_samples}, too few to split",
                                    f"add code {code} to the ignored codes, merge it into another "
                                    "class, or lower prepare.stride")
         names = [scene.classes[c] for c in codes]
-        split, keep = block_split(centres["row"], centres["col"], labels, names,
-                                  (grid.height, grid.width), params, scene_dir / scene.labels)
-        per_split = split_arrays({"row": centres["row"][keep], "col": centres["col"][keep],
-                                  "label": labels[keep]},
-                                 split[keep], scene_dir, "use a larger scene, a smaller "
-                                 "prepare.block_size or a smaller prepare.stride")
-        train = per_split["train"]
-        stats = training_stats(results, np.unique(block_ids(train["row"], train["col"],
-                                                            params.block_size)),
-                               list(scene.modalities))
+        offsets = np.asarray([p.offset for p in parts], dtype=np.int64)
+        columns = (centres["col"] + offsets[scene_of]).astype(np.int32)  # in the row of scenes
+        if params.split_by == "scene":
+            split = stratified_blocks(scene_of.astype(np.int64), labels,
+                                      np.ones(len(labels), dtype=bool), names, params, where,
+                                      every_split=True)
+            split, keep = split[scene_of], np.ones(len(labels), dtype=bool)
+        else:
+            shape = (max(p.grid.height for p in parts), int(offsets[-1]) + parts[-1].grid.width)
+            split, keep = block_split(centres["row"], columns, labels, names, shape, params,
+                                      where)
+        arrays = {"row": centres["row"], "col": centres["col"], "label": labels}
+        per_split = split_arrays(arrays | ({"scene": scene_of} if many else {}),
+                                 np.where(keep, split, UNASSIGNED), scene_dir,
+                                 "use a larger scene, a smaller prepare.block_size or a smaller "
+                                 "prepare.stride" + (", or more scenes" if many else ""))
+        train = split == 0
+        stats = training_stats(results, np.unique(block_ids(
+            centres["row"][train & keep], columns[train & keep], params.block_size)),
+            list(scene.modalities))
         manifest = {
             "task": SINGLE_LABEL,
             "layout": SCENE_LAYOUT,
             "source": scene.source,
-            "scene_files": {name: m.path for name, m in scene.modalities.items()}
-            | {"labels": scene.labels},
-            "source_files": {name: m.source for name, m in scene.modalities.items() if m.source},
-            "grid": grid.__dict__,
+            **(_scenes_entry(parts, per_split, params) if many else _scene_entry(first)),
             "modalities": {name: {"kind": m.kind, "bands": m.bands}
                            for name, m in scene.modalities.items()},
             "classes": [scene.classes[c] for c in codes],
@@ -144,7 +252,7 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
             "block_size": params.block_size,
             "label_rule": params.label,
             "window_size": params.window_size,
-            "windows": len(windows),
+            "windows": len(items),
             "dropped_patches": {"nodata": int(sum(r["dropped_nodata"] for r in results)),
                                 "guard_band": int((~keep).sum())},
             "split_sizes": {s: int(len(per_split[s]["label"])) for s in SPLITS},
@@ -154,10 +262,38 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
         }
         manifest["fingerprint"] = fingerprint(per_split, manifest,
                                               [r["digest"] for r in results])
-        preview = functools.partial(scene_preview, scene_dir, scene,
-                                    open_scene_arrays(tmp, manifest))
-        write_files(tmp, per_split, manifest, preview)
+        previews = [functools.partial(scene_preview, p.folder, p.scene,
+                                      open_scene_arrays(tmp, manifest, store=p.store))
+                    for p in parts]
+        write_files(tmp, per_split, manifest, previews[0])
+        if many:
+            for part, preview in zip(parts, previews, strict=True):
+                preview(tmp / f"preview_{part.name}.png")
     return manifest
+
+
+def _scene_entry(part: ScenePart) -> dict[str, Any]:
+    """The manifest's description of one scene: its files, its sources, its grid."""
+    return {"scene_files": {name: m.path for name, m in part.scene.modalities.items()}
+            | {"labels": part.scene.labels},
+            "source_files": {name: m.source for name, m in part.scene.modalities.items()
+                             if m.source},
+            "grid": part.grid.__dict__}
+
+
+def _scenes_entry(parts: list[ScenePart], per_split: dict[str, dict[str, np.ndarray]],
+                  params: PrepareParams) -> dict[str, Any]:
+    """The manifest's description of many scenes.
+
+    ``scenes`` (per scene, its name, files, grid and split sizes), ``split_by`` and
+    ``source_files`` by ``<scene>/<modality>`` (the lineage of every input).
+    """
+    scenes = [{"name": part.name, **_scene_entry(part), "windows": len(part.windows),
+               "split_sizes": {s: int((per_split[s]["scene"] == k).sum()) for s in SPLITS}}
+              for k, part in enumerate(parts)]
+    return {"split_by": params.split_by, "scenes": scenes,
+            "source_files": {f"{s['name']}/{m}": path for s in scenes
+                             for m, path in s["source_files"].items()}}
 
 
 def absent_classes(scene: SceneDescription, seen: set[int]) -> dict[int, str]:

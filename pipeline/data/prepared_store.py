@@ -2,9 +2,10 @@
 
 A prepared dataset is a folder: ``manifest.json``, one ``.npz`` per split and, for layout
 ``scene``, ``scene/<modality>.npy`` ``(bands, H, W)`` float32 and ``scene/invalid.npy`` (the
-nodata pixels), written window by window by the prepare stage's tasks and memory-mapped by its
-readers. Layout ``patches`` (BigEarthNet): a split holds its patches. The fingerprint is a sha256
-over every array and the manifest: a model records it to trace its exact training data.
+nodata pixels), or with many scenes the same arrays per scene in ``scenes/<name>/``, written
+window by window by the prepare stage's tasks and memory-mapped by its readers. Layout
+``patches`` (BigEarthNet): a split holds its patches. The fingerprint is a sha256 over every array
+and the manifest: a model records it to trace its exact training data.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.io import atomic_path
 MANIFEST_FILE = "manifest.json"
 PREVIEW_FILE = "preview.png"
 SCENE_DIR = "scene"  # scene/<modality>.npy and scene/invalid.npy: the feature rasters
+SCENES_DIR = "scenes"  # many scenes: scenes/<name>/<modality>.npy, scenes/<name>/invalid.npy
 SCENE_LAYOUT = "scene"  # scene/ holds the feature rasters; a split holds centres and labels
 PATCHES_LAYOUT = "patches"  # a split holds its patches (BigEarthNet: a patch is a whole image)
 
@@ -39,32 +41,46 @@ def scene_array_names(manifest: dict[str, Any]) -> list[str]:
     return [*manifest["modalities"], "invalid"]
 
 
-def scene_array_file(name: str) -> str:
+def scene_array_file(name: str, store: str = SCENE_DIR) -> str:
     """Where scene array ``name`` (a modality, or ``invalid``) lies in a prepared dataset."""
-    return f"{SCENE_DIR}/{name}.npy"
+    return f"{store}/{name}.npy"
 
 
-def create_scene_arrays(out_dir: Path, modalities: dict[str, int], shape: tuple[int, int]
-                        ) -> None:
+def scene_stores(manifest: dict[str, Any]) -> list[str]:
+    """The folder of each scene's arrays: ``scene``, or ``scenes/<name>`` per scene (in order)."""
+    if "scenes" in manifest:
+        return [f"{SCENES_DIR}/{s['name']}" for s in manifest["scenes"]]
+    return [SCENE_DIR]
+
+
+def scene_grids(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid of each scene of a prepared dataset (layout ``scene``), in store order."""
+    if "scenes" in manifest:
+        return [s["grid"] for s in manifest["scenes"]]
+    return [manifest["grid"]]
+
+
+def create_scene_arrays(out_dir: Path, modalities: dict[str, int], shape: tuple[int, int],
+                        store: str = SCENE_DIR) -> None:
     """Allocate ``scene/<modality>.npy`` ``(bands, H, W)`` float32 and ``scene/invalid.npy``.
 
     ``modalities`` maps each modality to its band count. The files are sparse until the windows'
     tasks fill them (``write_window``): the driver never holds the scene in memory.
     """
-    (out_dir / SCENE_DIR).mkdir()
+    (out_dir / store).mkdir(parents=True)
     for name, bands in modalities.items():
-        np.lib.format.open_memmap(out_dir / scene_array_file(name), mode="w+",
+        np.lib.format.open_memmap(out_dir / scene_array_file(name, store), mode="w+",
                                   dtype=np.float32, shape=(bands, *shape))
-    np.lib.format.open_memmap(out_dir / scene_array_file("invalid"), mode="w+", dtype=bool,
-                              shape=shape)
+    np.lib.format.open_memmap(out_dir / scene_array_file("invalid", store), mode="w+",
+                              dtype=bool, shape=shape)
 
 
-def write_window(out_dir: Path, arrays: dict[str, np.ndarray], corner: tuple[int, int]
-                 ) -> dict[str, str]:
+def write_window(out_dir: Path, arrays: dict[str, np.ndarray], corner: tuple[int, int],
+                 store: str = SCENE_DIR) -> dict[str, str]:
     """Write each array's window at ``corner`` of its scene array; the digest of each."""
     r0, c0 = corner
     for name, window in arrays.items():
-        target = np.load(out_dir / scene_array_file(name), mmap_mode="r+")
+        target = np.load(out_dir / scene_array_file(name, store), mmap_mode="r+")
         height, width = window.shape[-2:]
         target[..., r0:r0 + height, c0:c0 + width] = window
         del target  # a shared mapping: the page cache holds the pixels for every reader
@@ -77,10 +93,16 @@ def window_digest(window: np.ndarray) -> str:
 
 
 def open_scene_arrays(root: Path, manifest: dict[str, Any],
-                      mode: Literal["r", "r+", "w+", "c"] = "r") -> dict[str, np.ndarray]:
+                      mode: Literal["r", "r+", "w+", "c"] = "r", store: str = SCENE_DIR
+                      ) -> dict[str, np.ndarray]:
     """The scene arrays of a prepared dataset (layout ``scene``), memory-mapped."""
-    return {name: np.load(root / scene_array_file(name), mmap_mode=mode)
+    return {name: np.load(root / scene_array_file(name, store), mmap_mode=mode)
             for name in scene_array_names(manifest)}
+
+
+def open_all_scene_arrays(root: Path, manifest: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+    """The scene arrays of every scene (one, or many: ``scenes``), memory-mapped, in order."""
+    return [open_scene_arrays(root, manifest, store=store) for store in scene_stores(manifest)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +141,8 @@ def prepared_files(manifest: dict[str, Any]) -> list[str]:
     """The data files of a prepared dataset with this manifest, relative to its folder."""
     scene = []
     if manifest.get("layout") == SCENE_LAYOUT:
-        scene = [scene_array_file(name) for name in scene_array_names(manifest)]
+        scene = [scene_array_file(name, store) for store in scene_stores(manifest)
+                 for name in scene_array_names(manifest)]
     return [*(f"{name}.npz" for name in SPLITS), *scene]
 
 
@@ -170,11 +193,11 @@ def dataset_fingerprint(prepared_dir: Path | str) -> str:
             per_split[name] = dict(data)
     scene_windows = None
     if manifest.get("layout") == SCENE_LAYOUT:
-        arrays = open_scene_arrays(root, manifest)
-        grid = manifest["grid"]
         scene_windows = [
             {name: window_digest(array[..., r0:r0 + h, c0:c0 + w])
              for name, array in arrays.items()}
+            for arrays, grid in zip(open_all_scene_arrays(root, manifest),
+                                    scene_grids(manifest), strict=True)
             for r0, c0, h, w in plan_windows(grid["height"], grid["width"],
                                              manifest["window_size"])]
     value = fingerprint(per_split, manifest, scene_windows)

@@ -2,7 +2,8 @@
 
 ``scene.json`` is the contract between ingestion and preparation: whatever the source (the
 synthetic generator today, the user's rasters later), ingestion writes the rasters and this
-description, and preparation reads only that.
+description, and preparation reads only that. Many scenes: the ingested folder holds one scene
+folder per scene, ``<name>/``, and ``scenes.json`` lists their names in order.
 """
 
 from __future__ import annotations
@@ -15,6 +16,30 @@ from typing import Literal
 from pipeline.errors import DatasetError
 
 SCENE_FILE = "scene.json"
+SCENES_FILE = "scenes.json"  # many scenes: {"scenes": [name, ...]}, each a folder <name>/
+
+
+def scene_folders(raw: Path) -> dict[str | None, Path]:
+    """The scene folders of an ingested folder, by scene name (``None``: one unnamed scene).
+
+    ``raw`` itself when it holds one scene (``scene.json``), else the folders that
+    ``scenes.json`` lists.
+    """
+    raw = Path(raw)
+    index = raw / SCENES_FILE
+    if not index.is_file():
+        return {None: raw}
+    try:
+        names = json.loads(index.read_text())["scenes"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(index, f"malformed scene list ({exc!r})",
+                           "re-run the ingest stage to rewrite it") from exc
+    return {str(name): raw / str(name) for name in names}
+
+
+def holds_scenes(raw: Path) -> bool:
+    """Whether ``raw`` holds an ingested scene, or many (not BigEarthNet patches)."""
+    return (Path(raw) / SCENE_FILE).is_file() or (Path(raw) / SCENES_FILE).is_file()
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def guard_band(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, split: np.n
 
 
 def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarray,
-                      classes: list[str], params: PrepareParams, where: Path) -> np.ndarray:
+                      classes: list[str], params: PrepareParams, where: Path,
+                      every_split: bool = False) -> np.ndarray:
     """The split of each block (``block``: each centre's block index), stratified by class.
 
     Each split gets its share of the blocks (``prepare.split``, rounded). The classes are placed
@@ -93,7 +94,8 @@ def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarra
     holding an ``interior`` patch of it (one the guard band never drops), the one holding most of
     the classes that split lacks; the remaining blocks
     are dealt at random. So every class is in every split whenever each class has interior
-    patches in at least three blocks and the splits have room.
+    patches in at least three blocks and the splits have room. ``every_split`` (few groups,
+    such as whole scenes): each split gets at least one group when there are three or more.
 
     Raises:
         DatasetError: naming the class, its patch count and the blocks holding it, when a
@@ -106,6 +108,9 @@ def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarra
     fractions = np.cumsum([params.split.train, params.split.val, params.split.test])
     room = np.diff(np.r_[0, np.round(fractions * blocks).astype(int)])
     room[-1] += blocks - room.sum()
+    while every_split and blocks >= len(room) and (room == 0).any():  # few groups (scenes)
+        room[np.argmax(room)] -= 1
+        room[np.argmin(room)] += 1
     order = np.random.default_rng(params.seed).permutation(blocks)
     split_of = np.full(blocks, UNASSIGNED, dtype=np.int8)
     having = holds > 0

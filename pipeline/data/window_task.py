@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from pipeline.config import PrepareParams
 from pipeline.data.nodata import too_much_nodata, valid_pixels
-from pipeline.data.prepared_store import write_window
+from pipeline.data.prepared_store import SCENE_DIR, write_window
 from pipeline.data.rasters import read_window, to_features
 from pipeline.data.scene import SceneDescription
 from pipeline.data.statistics import block_pixel_sums
@@ -25,12 +25,12 @@ from pipeline.data.windows import centre_lattice, extract_patches, lattice_windo
 
 
 def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParams, out_dir: str,
-                   core: tuple[int, int, int, int]) -> dict[str, Any]:
+                   core: tuple[int, int, int, int], store: str = SCENE_DIR) -> dict[str, Any]:
     """Features and patch centres of the core window ``core``: one Spark task.
 
     Reads the window with a halo of ``patch_size // 2`` pixels, so that a patch centred near the
     edge is seen whole (its nodata fraction, majority label and pixels). Writes the core window's
-    features into the scene arrays in ``out_dir`` (``create_scene_arrays``: per modality
+    features into the scene arrays in ``out_dir``/``store`` (``create_scene_arrays``: per modality
     ``(bands, H, W)`` float32, and ``invalid``, a pixel that is nodata in any band of any
     modality) and returns only what the driver merges: ``kept``, which of the window's
     ``centre_lattice`` points are patch centres (bits, row-major), and ``code``, the class code of
@@ -97,7 +97,7 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     result["block"], result["pixels"], result["sums"] = block_pixel_sums(
         features, core_invalid, (r0, c0), params.block_size)
     result["digest"] = write_window(Path(out_dir), features | {"invalid": core_invalid},
-                                    (r0, c0))
+                                    (r0, c0), store)
     return result
 
 

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from pipeline.data.nodata import fill_invalid
 from pipeline.data.preview import CLASS_COLOURS
 from pipeline.data.rasters import read_grid, to_features
-from pipeline.data.scene import SceneDescription
+from pipeline.data.scene import SceneDescription, scene_folders
 from pipeline.data.windows import extract_patches, plan_windows
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
@@ -264,3 +264,25 @@ def map_job_for(scene_dir: Path, model_dir: Path, manifest: dict, stride: int,
                   class_codes=[int(c) for c in manifest["class_codes"]],
                   patch_size=int(manifest["patch_size"]), stride=stride,
                   max_nodata_fraction=max_nodata_fraction, batch_size=batch_size)
+
+
+def map_jobs_for(raw: Path, model_dir: Path, manifest: dict[str, Any], stride: int,
+                 max_nodata_fraction: float, batch_size: int) -> dict[str | None, MapJob]:
+    """The map job of every scene of the ingested folder ``raw``, by scene name.
+
+    One scene: ``{None: job}``. Many scenes (``scenes.json``): one job per scene, each mapped
+    on its own grid, in its own CRS.
+
+    Raises:
+        DatasetError: a scene folder holds no ingested scene, or its modalities differ.
+    """
+    return {name: map_job_for(folder, model_dir, manifest, stride, max_nodata_fraction,
+                              batch_size)
+            for name, folder in scene_folders(Path(raw)).items()}
+
+
+def map_file_names(name: str | None) -> tuple[str, str]:
+    """The map GeoTIFF and PNG of scene ``name`` (``None``: the one scene)."""
+    if name is None:
+        return MAP_FILE, PREVIEW_FILE
+    return f"landcover_map_{name}.tif", f"landcover_map_{name}.png"

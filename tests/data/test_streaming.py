@@ -35,7 +35,7 @@ def test_a_worker_streams_only_the_modalities_it_owns(prepared_dir: Path) -> Non
 def test_a_stream_holds_no_patch(prepared_dir: Path) -> None:
     streamed = PreparedDataset.open(prepared_dir).stream("train")
     assert isinstance(streamed, StreamingSplit)
-    for array in streamed.scene.values():
+    for array in (a for arrays in streamed.scenes for a in arrays.values()):
         assert isinstance(array, np.memmap)  # the scene arrays stay on disk
     held = streamed.rows.nbytes + streamed.cols.nbytes + streamed.labels.nbytes
     assert held <= 24 * len(streamed)
