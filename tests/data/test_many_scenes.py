@@ -171,3 +171,18 @@ def test_a_scene_off_its_labels_is_refused_naming_the_scene(user_scenes: Path) -
     with pytest.raises(DatasetError, match=r"scene 'far' \(ingest.scene\[1\]\).*does not overlap"):
         ingest_scenes(scenes_params(["north", "far"]), user_scenes, user_scenes / "raw-far")
     assert not (user_scenes / "raw-far").exists()
+
+
+def test_the_mlflow_dataset_input_lists_the_scenes(prepared: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    from pipeline.config import Params, TrackingParams
+    from pipeline.tracking import log_dataset, training_run
+
+    params = Params(tracking=TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    fingerprint = PreparedDataset.open(prepared).fingerprint or ""
+    with training_run(params) as run:
+        log_dataset(prepared, fingerprint, "scene")
+    inputs = mlflow.MlflowClient(params.tracking.uri).get_run(run.info.run_id
+                                                               ).inputs.dataset_inputs
+    assert {t.key: t.value for t in inputs[0].tags}["scenes"] == "north,east"
