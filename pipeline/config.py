@@ -69,7 +69,7 @@ class ModalityParams(_Section):
 class SceneParams(_Section):
     """The user's own rasters. Every modality is aligned to the label raster's grid."""
 
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
                              description="the scene's name, when many scenes are listed "
                              "(its folder; default scene<k>, k from 0)")
     modalities: dict[str, ModalityParams] = Field(min_length=1)

@@ -223,7 +223,7 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
         if params.split_by == "scene":
             split = stratified_blocks(scene_of.astype(np.int64), labels,
                                       np.ones(len(labels), dtype=bool), names, params, where,
-                                      every_split=True)
+                                      every_split=True, group="scene")
             split, keep = split[scene_of], np.ones(len(labels), dtype=bool)
         else:
             shape = (max(p.grid.height for p in parts), int(offsets[-1]) + parts[-1].grid.width)

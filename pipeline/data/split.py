@@ -86,7 +86,7 @@ def guard_band(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, split: np.n
 
 def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarray,
                       classes: list[str], params: PrepareParams, where: Path,
-                      every_split: bool = False) -> np.ndarray:
+                      every_split: bool = False, group: str = "block") -> np.ndarray:
     """The split of each block (``block``: each centre's block index), stratified by class.
 
     Each split gets its share of the blocks (``prepare.split``, rounded). The classes are placed
@@ -96,6 +96,7 @@ def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarra
     are dealt at random. So every class is in every split whenever each class has interior
     patches in at least three blocks and the splits have room. ``every_split`` (few groups,
     such as whole scenes): each split gets at least one group when there are three or more.
+    ``group`` names the groups in the error (``block``, ``scene``).
 
     Raises:
         DatasetError: naming the class, its patch count and the blocks holding it, when a
@@ -125,9 +126,9 @@ def stratified_blocks(block: np.ndarray, labels: np.ndarray, interior: np.ndarra
             if len(free) == 0 or room[s] == 0:
                 raise DatasetError(
                     where, f"class {k} ({classes[k]}) cannot be put in the {SPLITS[s]} split: "
-                    f"{totals[k]} patches, {int(having[:, k].sum())} of {blocks} blocks hold "
-                    f"one whole inside them (every split needs such a block; "
-                    f"{SPLITS[s]} has room for {int(room[s])} blocks)",
+                    f"{totals[k]} patches, {int(having[:, k].sum())} of {blocks} {group}s hold "
+                    f"one whole inside them (every split needs such a {group}; "
+                    f"{SPLITS[s]} has room for {int(room[s])} {group}s)",
                     "use a smaller prepare.block_size, a smaller prepare.stride or a larger "
                     "scene, raise that split's fraction in prepare.split, or ignore the class")
             # of the free blocks holding the class, the one holding most classes s lacks

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.config import IngestParams, ModalityParams, ModelParams, PrepareParams, TrainParams
+from pipeline.config import (
+    EvaluateParams,
+    IngestParams,
+    MapParams,
+    ModalityParams,
+    ModelParams,
+    Params,
+    PrepareParams,
+    TrainParams,
+)
 from pipeline.data.dataset import PreparedDataset
 from pipeline.data.ingest import ingest_scenes
 from pipeline.data.prepare import prepare_dataset
@@ -17,7 +26,6 @@ from pipeline.data.prepared_store import dataset_fingerprint, open_all_scene_arr
 from pipeline.data.split import SPLITS
 from pipeline.data.split_reader import read_split
 from pipeline.errors import DatasetError
-from pipeline.inference.landcover_map import map_jobs_for, write_landcover_map
 from pipeline.model_store import save_model
 from pipeline.training.job import ParallelSettings
 from pipeline.training.trainer import make_job
@@ -119,19 +127,23 @@ def test_patches_are_cut_from_their_own_scene(prepared: Path) -> None:
 
 def test_a_model_trained_on_two_scenes_maps_each_on_its_grid(prepared: Path, two_scenes: Path,
                                                               tmp_path: Path) -> None:
+    from flows.evaluate import draw_map
+
     job = make_job(TrainParams(epochs=1, batch_size=64, learning_rate=0.05), ModelParams(),
                    prepared)
     result = train_worker(replace(job, parallel=ParallelSettings(workers=1), validate=False))
     save_model(tmp_path / "model", result.state_dict, job.model,
                PreparedDataset.open(prepared).class_names)
-    jobs = map_jobs_for(two_scenes, tmp_path / "model", PreparedDataset.open(prepared).manifest,
-                        stride=4, max_nodata_fraction=0.1, batch_size=500)
-    assert list(jobs) == ["north", "east"]
-    for name, map_job in jobs.items():
-        out = tmp_path / f"{name}.tif"
-        write_landcover_map(map_job, out, window_size=32)
-        with rasterio.open(out) as src, rasterio.open(two_scenes / name / "labels.tif") as ref:
+    config = Params(evaluate=EvaluateParams(map=MapParams(stride=2, window_size=32)))
+    figures = draw_map.fn(None, str(two_scenes), str(tmp_path / "model"), str(prepared), config,
+                          tmp_path, "single")
+    assert figures["map_pixels"] == 2 * 64 * 64
+    for name in ("north", "east"):
+        assert (tmp_path / f"landcover_map_{name}.png").is_file()
+        with rasterio.open(tmp_path / f"landcover_map_{name}.tif") as src, \
+                rasterio.open(two_scenes / name / "labels.tif") as ref:
             assert (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, ref.shape)
+            assert src.tags()["SCENE"] == name
             assert np.isin(src.read(1), [1, 2, 3, 255]).all() and (src.read(1) != 255).any()
 
 
@@ -176,7 +188,7 @@ def test_a_scene_off_its_labels_is_refused_naming_the_scene(user_scenes: Path) -
 def test_the_mlflow_dataset_input_lists_the_scenes(prepared: Path, tmp_path: Path) -> None:
     import mlflow
 
-    from pipeline.config import Params, TrackingParams
+    from pipeline.config import TrackingParams
     from pipeline.tracking import log_dataset, training_run
 
     params = Params(tracking=TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
