@@ -72,7 +72,7 @@ def _infer(job: InferJob, rank: int, world: int, begun: float) -> dict[str, Any]
         timed = index >= job.warmup
         if timed and index == job.warmup:
             sent_before = sum(comm.sent.values())
-        works: list = []
+        works: list[dist.Work] = []
         dist.barrier()
         start = last = time.perf_counter()
         for number in mine:
@@ -100,6 +100,7 @@ def _infer(job: InferJob, rank: int, world: int, begun: float) -> dict[str, Any]
     gathered = comm.gather_to_zero(figures)
     if rank != 0:
         return None
+    assert gathered is not None  # rank 0 gathers every rank's part
     merged = {b: d for f in gathered for b, d in f["decisions"].items()}
     return {"pass_seconds": walls, "workers": [
         {k: v for k, v in f.items() if k != "decisions"} for f in gathered],

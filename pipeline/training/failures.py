@@ -42,7 +42,8 @@ class WorkerReports:
         """Read ``text`` for reports, then pass it to the real stderr."""
         for line in text.splitlines():
             self._read(line)
-        return self.passthrough.write(text)
+        written: int = self.passthrough.write(text)
+        return written
 
     def _read(self, line: str) -> None:
         if FAILURE_MARK in line:

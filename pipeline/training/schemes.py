@@ -156,5 +156,6 @@ def _task_slots(spark: Any) -> int | None:
     if not context.master.startswith("local"):
         return None
     task_cpus = int(context.getConf().get("spark.task.cpus", "1"))
-    return context.defaultParallelism // task_cpus
+    slots: int = context.defaultParallelism // task_cpus
+    return slots
 

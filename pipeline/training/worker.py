@@ -114,9 +114,9 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
             totals = torch.cat([totals, correct])
         if world_size > 1:
             comm.all_reduce(totals, "control")
-        record["loss"] = float(totals[0] / max(totals[1], 1))
+        record["loss"] = float(totals[0] / max(float(totals[1]), 1))
         if val is not None:
-            record["val_accuracy"] = float(totals[2] / max(totals[3], 1))
+            record["val_accuracy"] = float(totals[2] / max(float(totals[3]), 1))
         history.append(record)
         if rank == 0:
             _log_progress(record, job, time.perf_counter() - start, steps, samples)
@@ -135,6 +135,7 @@ def _train(job: TrainJob, rank: int, world_size: int, position: dict[str, int],
         gathered = comm.gather_to_zero((figures, state))
         if rank != 0:
             return None
+        assert gathered is not None  # rank 0 gathers every rank's part
         all_figures = [f for f, _ in gathered]
         parts = {k: v for _, part in gathered for k, v in part.items()}
         merged = {k: parts[k] for k in MultimodalCNN(job.model).state_dict()}
