@@ -32,6 +32,7 @@ def write_scene(params_path: str, out_dir: str) -> dict:
         return {"source": "bigearthnet", "modalities": ["optical", "sar"],
                 "classes": len(index["classes"]), "pairs": len(index["pairs"])}
     if ingest.source == "scene":
+        assert ingest.scene is not None  # the config requires it for this source
         scene = ingest_scene(ingest.scene, base, Path(out_dir))
     else:
         scene = write_synthetic_scene(ingest.synthetic, Path(out_dir))
