@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed ## create .venv and install the project
 
 run: install ## run the whole pipeline on the embedded data (dvc repro), then print the results
-	dvc repro
+	python -m flows.with_prefect_server dvc repro
 	python -m pipeline.report
 
 test: install ## the whole test suite, slow end-to-end cases included

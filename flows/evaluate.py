@@ -50,14 +50,16 @@ TIMINGS_FILE = "inference.json"
 
 
 @task
-def score_model(model: str, data: str, threshold: float) -> tuple[Evaluation, dict[str, float]]:
+def score_model(model: str, data: str, threshold: float,
+                resamples: int) -> tuple[Evaluation, dict[str, float]]:
     """Test-split scores of ``model`` with the modality ablation; its validation ``val_*``.
 
     The compare stage chooses the model on the ``val_*`` scores; the test split is only reported.
     """
     network, class_names = load_model(Path(model))
     dataset = PreparedDataset.open(data)
-    return (evaluate_split(network, dataset.split("test"), class_names, threshold),
+    return (evaluate_split(network, dataset.split("test"), class_names, threshold,
+                           resamples=resamples),
             selection_metrics(network, dataset.split("val"), threshold))
 
 
@@ -111,7 +113,8 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
     config = config.for_scheme(scheme)
     reports = reports or LAYOUT.reports_dir(scheme)
     with resumed_run(read_run_reference(Path(model)), config.tracking):
-        evaluation, validation = score_model(model, data, config.evaluate.threshold)
+        evaluation, validation = score_model(model, data, config.evaluate.threshold,
+                                             config.evaluate.bootstrap_resamples)
         results = dict(evaluation.metrics)
         figures: dict[str, float] = {}
         with atomic_path(reports) as folder:
@@ -133,8 +136,12 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
         log_evaluation(validation | figures, prefix="")
         log_evaluation_artifacts(Path(reports))
         write_json(metrics, results | validation | figures)
-    print(f"{scheme} test metrics: " + ", ".join(
-        f"{k}={v:.4f}" for k, v in results.items() if not k.startswith("ablation_")))
+    print(f"{scheme} test metrics (95 % interval over {results['ci_blocks']:.0f} blocks): "
+          + ", ".join(f"{k}={v:.4f} [{results[f'{k}_ci_low']:.4f}, "
+                      f"{results[f'{k}_ci_high']:.4f}]" if f"{k}_ci_low" in results
+                      else f"{k}={v:.4f}"
+                      for k, v in results.items()
+                      if not k.startswith(("ablation_", "ci_")) and "_ci_" not in k))
     print(f"{scheme} inference: {figures['inference_samples_per_s']:,.0f} samples/s, "
           f"{figures['inference_ratio_to_single_process']:.2f} x single-process "
           f"({figures['inference_single_process_samples_per_s']:,.0f} samples/s); "
@@ -153,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     run_stage(evaluate_flow, __doc__, {
         "params": LAYOUT.params, "scheme": None, "model": LAYOUT.model_dir("data_parallel"),
         "data": LAYOUT.prepared, "raw": LAYOUT.raw,
-        "metrics": LAYOUT.metrics_file("data_parallel"), "reports": None}, argv)
+        "metrics": LAYOUT.metrics_file("data_parallel"), "reports": None}, argv,
+        tracked=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ valid key suggested), because a typo that silently falls back to a default waste
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -43,19 +44,25 @@ Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
 
 
 class ModalityParams(_Section):
-    """One modality of the user's scene: a multi-band GeoTIFF or a folder of single-band ones."""
+    """One modality of the user's scene: a multi-band raster or a folder of single-band ones."""
 
-    path: str = Field(description="GeoTIFF, or folder of one GeoTIFF per band (name ends _BAND)")
+    path: str = Field(description="raster GDAL reads (GeoTIFF, JP2, VRT), or folder of one "
+                      "raster per band (band name in the file name)")
     kind: Literal["optical", "sar"]
     bands: list[str] = Field(min_length=1, description="band names, in the file's band order")
     resampling: Resampling = Field(
         "bilinear", description="onto the reference grid (SAR is resampled in linear power)")
     nodata: float | None = Field(None, description="overrides the file's nodata value")
+    units: Literal["linear", "db"] = Field(
+        "linear", description="SAR: linear power, or decibels (converted to linear power)")
 
     @model_validator(mode="after")
     def _unique_bands(self) -> ModalityParams:
         if len(set(self.bands)) != len(self.bands):
             raise ValueError(f"band names must be unique, got {self.bands}")
+        if self.units == "db" and self.kind != "sar":
+            raise ValueError("units: db is for SAR modalities (kind: sar); optical values are "
+                             "reflectance x 10000, remove units")
         return self
 
 
@@ -242,6 +249,9 @@ class TrainParams(_Section):
     checkpoint_every: int = Field(
         50, ge=0, description="optimiser steps between checkpoints (0: none); a rerun or a "
                               "retry resumes from the last one")
+    timeline_interval_s: float = Field(
+        1.0, ge=0, le=3600, description="seconds between each worker's resource samples (CPU, "
+                                        "RSS, bytes/s), logged as MLflow timelines; 0: none")
     retries: int = Field(1, ge=0, le=10,
                          description="Prefect retries of a failed training (resume from the "
                                      "last checkpoint)")
@@ -273,12 +283,29 @@ class TrainParams(_Section):
         return self
 
 
+SPARK_MASTER_FORMS = ("local", "local[N]", "local[*]", "local-cluster[N,cores,memoryMB]",
+                      "spark://host:port", "yarn", "k8s://https://host:port")
+_SPARK_MASTER = re.compile(
+    r"local(\[(\d+|\*)(,\d+)?\])?"              # local, local[N], local[*], local[N,F]
+    r"|local-cluster\[\d+,\d+,\d+\]"              # local-cluster[workers,cores,memoryMB]
+    r"|spark://[^\s/:,]+:\d+(,[^\s/:,]+:\d+)*"      # standalone (several masters: HA)
+    r"|yarn"
+    r"|k8s://\S+")
+
+
 class SparkParams(_Section):
     """The Spark application training runs in. Moving to a cluster means changing ``master``."""
 
     master: str = "local[4]"
     app_name: str = "landcover-mlops"
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, master: str) -> str:
+        if not _SPARK_MASTER.fullmatch(master):
+            raise ValueError(f"not a Spark master URL; use one of {', '.join(SPARK_MASTER_FORMS)}")
+        return master
 
 
 class ClusterParams(_Section):
@@ -378,8 +405,8 @@ class InferenceParams(_Section):
     """How inference is timed, per scheme, the way the scheme deploys."""
 
     batch_size: int = Field(256, ge=1, description="samples per forward pass (and per batch)")
-    samples: int = Field(65536, ge=1, description="samples per timed pass (test split, tiled)")
-    repeats: int = Field(5, ge=1, description="timed passes after the warm-up (the spread)")
+    samples: int = Field(16384, ge=1, description="samples per timed pass (test split, tiled)")
+    repeats: int = Field(3, ge=1, description="timed passes after the warm-up (the spread)")
     warmup: int = Field(1, ge=1, description="untimed passes first (JIT, caches, workers)")
     timeout_s: int = Field(600, ge=10, description="a hung inference job is stopped after this")
 
@@ -389,6 +416,9 @@ class EvaluateParams(_Section):
 
     threshold: float = Field(0.5, gt=0, lt=1,
                              description="multi-label: a class is predicted when sigmoid > this")
+    bootstrap_resamples: int = Field(
+        1000, ge=100, le=100_000,
+        description="resamples of the test blocks for the 95 % intervals of the metrics")
     map: MapParams = MapParams()
     inference: InferenceParams = InferenceParams()
 
@@ -455,9 +485,13 @@ def load_params(path: Path | str = "params.yaml") -> Params:
             "run from the project root or pass --params with the path to params.yaml",
         )
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(path, "<file>", f"not valid YAML ({exc})", "fix the YAML syntax") from exc
+    if raw is None or raw == {}:
+        raise ParamsError(path, "<file>", "the parameters file is empty, so every stage would "
+                          "run on built-in defaults", "restore it (`git checkout params.yaml`), "
+                          "or write at least the sections you mean to set")
     if not isinstance(raw, dict):
         raise ParamsError(path, "<file>", "the top level must be a mapping of sections",
                           f"use sections {sorted(Params.model_fields)}")

@@ -31,7 +31,7 @@ from sklearn.metrics import (
 from pipeline.data.dataset import PatchSplit, PreparedDataset
 from pipeline.model import MultimodalCNN, logits_of
 from pipeline.model_store import load_model
-from pipeline.objective import MULTI_LABEL, decide
+from pipeline.objective import MULTI_LABEL, SINGLE_LABEL, decide
 
 PER_CLASS_FILE = "per_class.csv"
 CONFUSION_JSON = "confusion_matrix.json"
@@ -112,12 +112,15 @@ class Evaluation:
 
 
 def evaluate_split(model: MultimodalCNN, split: PatchSplit, class_names: list[str],
-                   threshold: float = 0.5, ablation: bool = True) -> Evaluation:
+                   threshold: float = 0.5, ablation: bool = True,
+                   resamples: int = 1000) -> Evaluation:
     """Score ``model`` on ``split``.
 
     With ``ablation``, score it once more per modality replaced by its training mean.
 
-    ``metrics`` holds the headline metrics, ``samples``, and per modality ``m``
+    ``metrics`` holds the headline metrics, their 95 % intervals (``<metric>_ci_low``/``_high``,
+    ``block_intervals`` over the split's blocks, ``split.groups``; each sample its own block
+    when the split has none), ``samples``, and per modality ``m``
     ``ablation_<m>_<metric>`` and ``ablation_<m>_<metric>_drop`` (full minus ablated) for every
     headline metric.
     """
@@ -131,6 +134,8 @@ def evaluate_split(model: MultimodalCNN, split: PatchSplit, class_names: list[st
     if task != MULTI_LABEL:
         result.confusion = confusion_matrix(labels, decisions,
                                             labels=list(range(len(class_names))))
+    groups = split.groups if split.groups is not None else np.arange(len(split))
+    result.metrics |= block_intervals(labels, decisions, groups, task, resamples)
     result.metrics["samples"] = float(len(split))
     if ablation and len(split.inputs) > 1:
         for modality in split.inputs:
@@ -233,9 +238,83 @@ def write_reports(evaluation: Evaluation, out_dir: Path, title: str = "") -> lis
         written += [out_dir / CONFUSION_JSON, out_dir / CONFUSION_PNG]
     if evaluation.ablation:
         headline = {k: v for k, v in evaluation.metrics.items()
-                    if not k.startswith("ablation_") and k != "samples"}
+                    if not k.startswith(("ablation_", "ci_")) and "_ci_" not in k
+                    and k != "samples"}
         (out_dir / ABLATION_FILE).write_text(json.dumps(
             {"all_modalities": headline,
              "replaced_by_training_mean": evaluation.ablation}, indent=2) + "\n")
         written.append(out_dir / ABLATION_FILE)
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Uncertainty: 95 % intervals by resampling whole spatial blocks (a block's patches correlate).
+
+INTERVAL_METRICS = {SINGLE_LABEL: ("overall_accuracy", "kappa", "macro_f1"),
+                    MULTI_LABEL: ("micro_f1", "macro_f1")}
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denominator = 2 * tp + fp + fn
+    out = np.zeros(np.shape(denominator))
+    np.divide(2 * tp, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def confusion_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Overall accuracy, Cohen's kappa and macro F1 of confusion matrices ``(..., K, K)``.
+
+    The same figures as ``classification_metrics`` (macro F1 over the classes seen in the
+    truth or the predictions, as scikit-learn's), for a stack of matrices at once.
+    """
+    total = confusion.sum(axis=(-2, -1)).astype(np.float64)
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
+    truth, predicted = confusion.sum(axis=-1), confusion.sum(axis=-2)
+    accuracy = tp.sum(axis=-1) / total
+    chance = (truth * predicted).sum(axis=-1) / np.square(total)
+    kappa = np.divide(accuracy - chance, 1 - chance, out=np.zeros(total.shape),
+                      where=chance < 1)
+    seen = (truth + predicted) > 0
+    f1 = _f1(tp, predicted - tp, truth - tp)
+    macro = (f1 * seen).sum(axis=-1) / np.maximum(seen.sum(axis=-1), 1)
+    return {"overall_accuracy": accuracy, "kappa": kappa, "macro_f1": macro}
+
+
+def _multilabel_scores(counts: np.ndarray) -> dict[str, np.ndarray]:
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    return {"micro_f1": _f1(tp.sum(axis=-1), fp.sum(axis=-1), fn.sum(axis=-1)),
+            "macro_f1": _f1(tp, fp, fn).mean(axis=-1)}
+
+
+def block_intervals(labels: np.ndarray, decisions: np.ndarray, groups: np.ndarray, task: str,
+                    resamples: int = 1000, seed: int = 0, level: float = 0.95
+                    ) -> dict[str, float]:
+    """Percentile bootstrap intervals of the headline metrics, resampling whole groups.
+
+    ``groups`` names each sample's spatial block: the patches of a block are correlated, so
+    the blocks (not the patches) are drawn with replacement, ``resamples`` times (seeded: every
+    scheme's evaluation draws the same blocks). Returns ``<metric>_ci_low``/``_ci_high`` for
+    ``INTERVAL_METRICS[task]`` and ``ci_blocks``, the number of blocks.
+    """
+    _, group = np.unique(groups, return_inverse=True)
+    blocks = int(group.max(initial=-1)) + 1
+    draws = np.random.default_rng(seed).integers(0, blocks, (resamples, blocks))
+    weights = np.zeros((resamples, blocks))
+    np.add.at(weights, (np.repeat(np.arange(resamples), blocks), draws.ravel()), 1)
+    if task == MULTI_LABEL:
+        truth, said = labels.astype(bool), decisions.astype(bool)
+        per_sample = np.stack([truth & said, ~truth & said, truth & ~said], axis=-1)
+        per_block = np.zeros((blocks, *per_sample.shape[1:]))
+        np.add.at(per_block, group, per_sample)
+        scores = _multilabel_scores(np.tensordot(weights, per_block, axes=1))
+    else:
+        classes = int(max(labels.max(initial=0), decisions.max(initial=0))) + 1
+        per_block = np.zeros((blocks, classes, classes))
+        np.add.at(per_block, (group, labels, decisions), 1)
+        scores = confusion_scores(np.tensordot(weights, per_block, axes=1))
+    tail = 100 * (1 - level) / 2
+    out = {"ci_blocks": float(blocks)}
+    for name in INTERVAL_METRICS[task]:
+        low, high = np.percentile(scores[name], [tail, 100 - tail])
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low), float(high)
+    return out

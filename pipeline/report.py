@@ -5,8 +5,10 @@ given parent run). The compare stage writes the same table as CSV, Markdown and 
 metrics file) plus the comparison plots, and logs them into the parent run.
 
 Every scheme's run has the same metric names (``TrainResult.metrics()``, the evaluate stage's
-``test_*``); a metric no run has (e.g. inference timing before it is measured) is left out, and a
-metric some runs lack shows as ``-``.
+``test_*`` with their 95 % intervals, ``test_<metric>_ci_low``/``_high``, shown in the
+metric's cell, and ``val_*``); a column says whether a scheme's headline differs from the best
+one's by more than the intervals. A metric no run has (e.g. inference timing before it is
+measured) is left out, and a metric some runs lack shows as ``-``.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ COLUMNS = [  # (MLflow metric or tag, header, format): the table's columns, in o
     ("wire_bytes_sent_spark_total", "wire B sent (Spark)", "{:,.0f}"),
     ("max_worker_param_bytes", "max param bytes", "{:,.0f}"),
     ("inference_samples_per_s", "infer samples/s", "{:,.0f}"),
-    ("inference_latency_ms", "infer ms/batch", "{:.2f}"),
+    ("inference_batch_p50_ms", "infer batch p50 ms", "{:.2f}"),  # submission to decisions
 ]
+INTERVALS = ("test_overall_accuracy", "test_kappa", "test_macro_f1", "test_micro_f1")
+VERSUS_BEST = "quality_vs_best"  # the headline's difference to the best scheme's, and whether
+# it is larger than the 95 % intervals (they do not overlap: a conservative test)
 TABLE_FILES = ("comparison.csv", "comparison.md", "comparison.json")
 PLOTS = {  # file -> (x metric, y metric or None for the ranking metric, title)
     "accuracy_vs_bytes_sent.png": ("payload_bytes_sent_total", None,
@@ -81,9 +86,38 @@ def comparison_rows(runs: list[Run], modelled_step_s: dict[str, float] | None = 
         return _value(run, key)
 
     present = [key for key, _, _ in COLUMNS if any(value(r, key) is not None for r in runs)]
-    return [{"scheme": run.data.tags.get("scheme", "?"), "status": run.info.status}
-            | {key: value(run, key) for key in present} | {"run_id": run.info.run_id}
-            for run in runs]
+    present += [f"{key}_ci_{end}" for key in INTERVALS if key in present for end in ("low", "high")
+                if any(value(r, f"{key}_ci_{end}") is not None for r in runs)]
+    rows = [{"scheme": run.data.tags.get("scheme", "?"), "status": run.info.status}
+            | {key: value(run, key) for key in present} for run in runs]
+    versus = versus_best(rows)
+    return [row | ({VERSUS_BEST: versus[i]} if versus else {}) | {"run_id": run.info.run_id}
+            for i, (row, run) in enumerate(zip(rows, runs, strict=True))]
+
+
+def versus_best(rows: list[dict[str, object]]) -> list[str | None]:
+    """Per row, its headline test metric's difference to the best row's, and its meaning.
+
+    The difference is larger than the 95 % intervals when they do not overlap. Empty when no
+    row has the headline metric with its interval.
+    """
+    key = next((k for k in ("test_overall_accuracy", "test_micro_f1")
+                if any(isinstance(r.get(f"{k}_ci_low"), float) for r in rows)), None)
+    if key is None:
+        return []
+    scored = [r for r in rows if isinstance(r.get(key), float)]
+    best = max(scored, key=lambda r: cast(float, r[key]))
+    out: list[str | None] = []
+    for row in rows:
+        if row is best:
+            out.append("best")
+        elif row in scored and isinstance(row.get(f"{key}_ci_high"), float):
+            beyond = cast(float, row[f"{key}_ci_high"]) < cast(float, best[f"{key}_ci_low"])
+            out.append(f"{cast(float, row[key]) - cast(float, best[key]):+.3f}, "
+                       + ("beyond the intervals" if beyond else "within the intervals"))
+        else:
+            out.append(None)
+    return out
 
 
 def modelled_steps_of(parent: Run) -> dict[str, float]:
@@ -93,19 +127,26 @@ def modelled_steps_of(parent: Run) -> dict[str, float]:
             if key.endswith(suffix)}
 
 
-def _cell(key: str, value: object) -> str:
+def _cell(key: str, value: object, row: dict[str, object] | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
         fmt = next((f for k, _, f in COLUMNS if k == key), "{:g}")
+        low, high = ((row or {}).get(f"{key}_ci_{end}") for end in ("low", "high"))
+        if isinstance(low, float) and isinstance(high, float):  # the 95 % interval
+            return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]"
         return fmt.format(value)
     return str(value)
 
 
 def _headers(rows: list[dict[str, object]]) -> list[tuple[str, str]]:
+    """The text tables' columns: the intervals are shown inside their metric's cell."""
     names = dict((k, h) for k, h, _ in COLUMNS) | {"scheme": "scheme", "status": "status",
-                                                   "run_id": "run"}
-    return [(k, names.get(k, k)) for k in (rows[0] if rows else [])]
+                                                   "run_id": "run",
+                                                   VERSUS_BEST: "vs best (95 % intervals)"}
+    for key in INTERVALS:
+        names[key] = names[key] + " [95 %]"
+    return [(k, names.get(k, k)) for k in (rows[0] if rows else []) if "_ci_" not in k]
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
@@ -114,7 +155,7 @@ def format_table(rows: list[dict[str, object]]) -> str:
         return "(no scheme runs)"
     headers = _headers(rows)
     cells = [[h for _, h in headers]]
-    cells += [[_cell(k, r[k])[:8] if k == "run_id" else _cell(k, r[k]) for k, _ in headers]
+    cells += [[_cell(k, r[k])[:8] if k == "run_id" else _cell(k, r[k], r) for k, _ in headers]
               for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -126,7 +167,7 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
     headers = _headers(rows)
     lines = ["| " + " | ".join(h for _, h in headers) + " |",
              "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_cell(k, r[k]) for k, _ in headers) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(k, r[k], r) for k, _ in headers) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,8 +36,9 @@ import yaml
 from mlflow.entities import Run
 
 from pipeline.config import CompareParams, Params, TrackingParams
-from pipeline.errors import DatasetError
+from pipeline.errors import DatasetError, TrackingStoreError
 from pipeline.training.job import TrainResult
+from pipeline.training.timeline import timeline_metrics
 
 if TYPE_CHECKING:
     from pipeline.model import MultimodalCNN
@@ -50,11 +53,46 @@ COMPARED_TAG = "compared_runs"
 
 # --- the store -------------------------------------------------------------------------------
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the MLflow 3 UI's view of an experiment
+EXPERIMENT_KIND = "custom_model_development"  # training runs, not the GenAI traces overview
+
+
 def use_store(params: Params) -> str:
-    """Point MLflow at the project's store and the dataset's experiment; its id."""
+    """Point MLflow at the project's store and the dataset's experiment; its id.
+
+    The experiment is marked as model development, so the MLflow UI opens it on its runs.
+    """
     mlflow.set_tracking_uri(params.tracking.uri)
     experiment = mlflow.set_experiment(params.tracking.experiment_name(params.ingest.source))
-    return experiment.experiment_id
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                                 EXPERIMENT_KIND)
+    return str(experiment.experiment_id)
+
+
+def check_store(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when ``uri`` names an MLflow server that does not answer.
+
+    One request to the server's ``/health`` endpoint, without MLflow's HTTP retries (up to
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` with exponential backoff: minutes); database and file
+    stores need no check.
+
+    Raises:
+        TrackingStoreError: no MLflow server answers at ``uri`` within ``timeout_s``.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingStoreError(uri, f"no MLflow server answers there ({reason})") from None
+    if status != 200:
+        raise TrackingStoreError(uri, f"the server answers HTTP {status} on /health, it is not "
+                                      "an MLflow tracking server")
 
 
 def client_for(tracking: TrackingParams) -> mlflow.MlflowClient:
@@ -199,7 +237,12 @@ def training_run(params: Params, run_name: str | None = None,
     The run, and its parent, are marked FAILED with the error if the body raises.
     """
     use_store(params)
-    with mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id) as run, \
+    interval = params.train.timeline_interval_s
+    if interval > 0:  # the driver's host: MLflow's own system metrics (system/*)
+        mlflow.set_system_metrics_sampling_interval(  # type: ignore[no-untyped-call]
+            max(interval, 1.0))
+    with mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id,
+                          log_system_metrics=interval > 0) as run, \
             _recording_errors(params.tracking, parent_run_id):
         mlflow.log_params(params.flat())
         mlflow.set_tags({ROLE_TAG: "scheme", "scheme": params.train.scheme,
@@ -232,7 +275,20 @@ def log_training(result: TrainResult, model_dir: Path) -> None:
         step = int(record["epoch"])
         mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"},
                            step=step)
+    log_timelines(result.timelines)
     mlflow.log_artifacts(str(model_dir), artifact_path="model_files")
+
+
+def log_timelines(timelines: dict[int, list[dict[str, float]]]) -> None:
+    """Every worker's resource samples as metrics ``timeline/<quantity>_w<rank>`` of the run."""
+    from mlflow.entities import Metric
+
+    run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    metrics = [Metric(key, value, stamp, step)
+               for key, value, stamp, step in timeline_metrics(timelines)]
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
 
 def model_requirements() -> list[str]:

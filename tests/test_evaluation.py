@@ -11,7 +11,9 @@ from pipeline.evaluation import (
     CONFUSION_JSON,
     CONFUSION_PNG,
     PER_CLASS_FILE,
+    block_intervals,
     classification_metrics,
+    confusion_scores,
     evaluate_split,
     per_class_scores,
     row_normalised,
@@ -120,3 +122,45 @@ def test_selection_metrics_are_the_validation_splits_named_val() -> None:
     model, split = blind_model(), split_of()
     expected = score(model(split.inputs).detach(), split.labels, "single_label")
     assert selection_metrics(model, split) == {f"val_{k}": v for k, v in expected.items()}
+
+
+def test_confusion_scores_equal_scikit_learns() -> None:
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 4, 300), rng.integers(0, 5, 300)
+    y_pred[:150] = y_true[:150]
+    expected = classification_metrics(y_true, y_pred)
+    got = confusion_scores(np.bincount(y_true * 5 + y_pred, minlength=25).reshape(5, 5))
+    for name in ("overall_accuracy", "kappa", "macro_f1"):
+        assert float(got[name]) == pytest.approx(expected[name]), name
+
+
+def test_intervals_resample_blocks_not_patches() -> None:
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 3, 40)
+    y_pred = np.where(rng.random(40) < 0.7, y_true, rng.integers(0, 3, 40))
+    alone = block_intervals(y_true, y_pred, np.arange(40), "single_label")
+    # each sample copied 10 times into its own block: perfectly correlated patches carry no
+    # more information, so the interval over blocks must not narrow (one over patches would)
+    copied = block_intervals(np.repeat(y_true, 10), np.repeat(y_pred, 10),
+                             np.repeat(np.arange(40), 10), "single_label")
+    assert copied == pytest.approx(alone)
+    by_patch = block_intervals(np.repeat(y_true, 10), np.repeat(y_pred, 10), np.arange(400),
+                               "single_label")
+    width = alone["overall_accuracy_ci_high"] - alone["overall_accuracy_ci_low"]
+    assert by_patch["overall_accuracy_ci_high"] - by_patch["overall_accuracy_ci_low"] < width / 2
+    accuracy = classification_metrics(y_true, y_pred)["overall_accuracy"]
+    assert alone["overall_accuracy_ci_low"] < accuracy < alone["overall_accuracy_ci_high"]
+    assert alone["ci_blocks"] == 40
+
+
+def test_evaluation_carries_intervals_of_the_headline_metrics() -> None:
+    split = split_of()
+    result = evaluate_split(blind_model(), PatchSplit(split.inputs, split.labels,
+                                                      groups=np.arange(60) // 6), ["a", "b", "c"])
+    assert result.metrics["ci_blocks"] == 10
+    for name in ("overall_accuracy", "kappa", "macro_f1"):
+        assert result.metrics[f"{name}_ci_low"] <= result.metrics[name] \
+            <= result.metrics[f"{name}_ci_high"]
+    multi = evaluate_split(blind_model(MULTI_LABEL), split_of(MULTI_LABEL), ["a", "b", "c"])
+    assert multi.metrics["micro_f1_ci_low"] <= multi.metrics["micro_f1"] \
+        <= multi.metrics["micro_f1_ci_high"]

@@ -59,3 +59,28 @@ def test_the_modelled_step_stands_beside_the_measured_one() -> None:
     header = format_table(rows).splitlines()[0]
     assert header.index("step s (measured)") < header.index("step s (modelled)") < \
         header.index("modelled ÷ measured")
+
+
+def test_intervals_stand_in_the_table_and_say_if_a_difference_exceeds_them() -> None:
+    def scored(scheme: str, accuracy: float, low: float, high: float) -> Run:
+        return run(scheme, {"test_overall_accuracy": accuracy,
+                            "test_overall_accuracy_ci_low": low,
+                            "test_overall_accuracy_ci_high": high})
+
+    rows = comparison_rows([scored("data_parallel", 0.85, 0.82, 0.88),
+                            scored("hybrid", 0.84, 0.80, 0.87),     # overlaps the best's
+                            scored("branch_parallel", 0.70, 0.65, 0.75)])  # does not
+    assert [r["quality_vs_best"] for r in rows] == [
+        "best", "-0.010, within the intervals", "-0.150, beyond the intervals"]
+    assert rows[0]["test_overall_accuracy_ci_low"] == 0.82  # in the CSV and JSON too
+    text = format_table(rows)
+    assert "overall acc [95 %]" in text.splitlines()[0]
+    assert "0.850 [0.820, 0.880]" in text.splitlines()[1]
+    assert "0.850 [0.820, 0.880]" in markdown_table(rows)
+    assert "_ci_" not in markdown_table(rows)
+
+
+def test_the_inference_latency_column_reads_the_evaluate_stages_metric() -> None:
+    rows = comparison_rows([run("data_parallel", {"inference_batch_p50_ms": 4.25})])
+    assert rows[0]["inference_batch_p50_ms"] == 4.25
+    assert "infer batch p50 ms" in format_table(rows).splitlines()[0]

@@ -36,8 +36,9 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     ``centre_lattice`` points are patch centres (bits, row-major), and ``code``, the class code of
     each (the label raster's type); ``block``, ``pixels`` and ``sums``, the valid pixels'
     count and sums of each spatial block in the core window (``block_pixel_sums``); ``digest``,
-    a sha256 per array of the window written; counts of dropped patches; label codes seen that
-    are in neither the class map nor the ignored codes; and ``error`` (``None``, or the file,
+    a sha256 per array of the window written; counts of dropped patches; ``seen``, the label
+    codes of the core window's pixels; label codes seen that are in neither the class map nor
+    the ignored codes; and ``error`` (``None``, or the file,
     problem and fix of bad values).
     """
     root = Path(scene_dir)
@@ -60,8 +61,8 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
                              indexing="ij")
     keep = ~np.isin(stored[rows, cols], ignore)
 
-    result: dict[str, Any] = {"unknown": unknown, "error": None, "dropped_nodata": 0,
-                              "dropped_nodata_by": {}}
+    result: dict[str, Any] = {"unknown": unknown, "seen": seen.tolist(), "error": None,
+                              "dropped_nodata": 0, "dropped_nodata_by": {}}
     invalid_any = np.zeros((bottom - top, right - left), dtype=bool)
     features: dict[str, np.ndarray] = {}
     invalid_by: dict[str, np.ndarray] = {}

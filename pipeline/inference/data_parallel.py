@@ -2,9 +2,12 @@
 
 The samples stay where the data lives: an RDD holds, in one partition per worker, the range of
 sample ids that worker predicts (its shard). Each pass runs ``mapPartitions``: every Python worker
-takes the model from the broadcast and reads the samples from the prepared dataset (each once per
-worker process, kept for the following passes, as ``predict_batch_udf`` keeps its model), predicts
-its shard batch by batch and returns one record per batch (its decisions and latency). Only shard
+takes the model from the broadcast and builds the samples of its own shard only (once per worker
+process, kept for the following passes, as ``predict_batch_udf`` keeps its model): it opens the
+prepared split (the split's patches, cut from the memory-mapped scene: a few MB for the test
+split) and takes the samples of its range, not the whole timed sequence. It predicts its shard
+batch by batch and returns one record per batch (its decisions and its latency, from the batch's
+submission to its decisions). Only shard
 ranges and decisions cross between the JVM and Python, as the land-cover map's tasks read their
 own windows. A plain RDD job, not a DataFrame's ``mapInArrow``: no query planning and no Arrow
 conversion for a few ranges in and a few decisions out, half the fixed cost per pass here (an
@@ -19,12 +22,14 @@ import io
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from pipeline.inference.job import InferJob, timed_inputs
+from pipeline.data.dataset import PreparedDataset
+from pipeline.inference.job import InferJob
 from pipeline.inference.timing import Timing
 from pipeline.model import ModelConfig, MultimodalCNN
 from pipeline.model_store import load_model
@@ -42,12 +47,12 @@ class BatchResult(NamedTuple):
 
 
 # What one Python worker process keeps between passes, for one deployment (the project sets
-# spark.python.worker.reuse): the model from the broadcast and the samples.
-_WORKER_STATE: dict[str, tuple[MultimodalCNN, dict[str, torch.Tensor]]] = {}
+# spark.python.worker.reuse): the model from the broadcast and the samples of each shard it ran.
+_WORKER_STATE: dict[str, tuple[MultimodalCNN, dict[int, dict[str, torch.Tensor]]]] = {}
 
 
-def _worker_state(key: str, broadcast: Any,
-                  job: InferJob) -> tuple[MultimodalCNN, dict[str, torch.Tensor]]:
+def _worker_state(key: str, broadcast: Any
+                  ) -> tuple[MultimodalCNN, dict[int, dict[str, torch.Tensor]]]:
     state = _WORKER_STATE.get(key)
     if state is None:
         config, weights = broadcast.value
@@ -55,8 +60,18 @@ def _worker_state(key: str, broadcast: Any,
         model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
         model.eval()
         _WORKER_STATE.clear()
-        state = _WORKER_STATE[key] = (model, timed_inputs(job.data_dir, job.split, job.samples))
+        state = _WORKER_STATE[key] = (model, {})
     return state
+
+
+def shard_inputs(job: InferJob, start: int, stop: int) -> dict[str, torch.Tensor]:
+    """Samples ``start``..``stop`` of the timed sequence (the split, repeated in order)."""
+    inputs = PreparedDataset.open(job.data_dir).split(job.split).inputs
+    total = next(iter(inputs.values())).shape[0]
+    if total == 0:
+        raise ValueError("no samples to time inference on")
+    index = torch.arange(start, stop) % total
+    return {name: x[index].contiguous() for name, x in inputs.items()}
 
 
 def encode(decided: torch.Tensor, task: str) -> bytes:
@@ -70,11 +85,14 @@ def predict_shards(key: str, broadcast: Any, job: InferJob,
                    shards: Iterator[tuple[int, int, int]]) -> Iterator[BatchResult]:
     """``mapPartitions`` function: decisions and latency of every batch of this worker's shards."""
     torch.set_num_threads(1)
-    model, inputs = _worker_state(key, broadcast, job)
+    model, samples = _worker_state(key, broadcast)
     for shard, start, stop in shards:
-        for number, lo in enumerate(range(start, stop, job.batch_size)):
+        if shard not in samples:
+            samples[shard] = shard_inputs(job, start, stop)
+        inputs = samples[shard]
+        for number, lo in enumerate(range(0, stop - start, job.batch_size)):
             began = time.perf_counter()
-            hi = min(lo + job.batch_size, stop)
+            hi = min(lo + job.batch_size, stop - start)
             with torch.no_grad():
                 decided = decide(model({k: v[lo:hi] for k, v in inputs.items()}),
                                  model.config.task, job.threshold)
@@ -108,7 +126,7 @@ def time_data_parallel(spark: Any, job: InferJob) -> Timing:
     """
     job, workers = job.resolved(), job.parallel.workers
     setup_start = time.perf_counter()
-    model, _ = load_model(job.model_dir)
+    model, _ = load_model(Path(job.model_dir))
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     weights = buffer.getvalue()

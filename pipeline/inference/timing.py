@@ -1,14 +1,18 @@
 """The figures of a timed inference deployment, under the same names for every scheme.
 
 A deployment runs ``warmup`` untimed passes, then ``repeats`` timed passes over the same samples.
-Each pass gives its wall time; each batch its latency (the time between successive batch results
-on the worker that produces them). Throughput and wall time are reported as the median over the
-passes, with the min and max as the spread; latency percentiles pool the batches of every pass.
+Each pass gives its wall time; each batch its latency, defined the same way for every deployment:
+the batch's time from submission (the first computation on it starts) to its decisions. In one
+process or a data-parallel worker, that is the batch's own forward pass and decision; across
+model-parallel workers, it spans the workers the batch passes through (``submission_to_decision``).
+Throughput and wall time are reported as the median over the passes, with the min and max as the
+spread; latency percentiles pool the batches of every pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +64,20 @@ class Timing:
             "workers": float(self.workers),
         }
         return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+def submission_to_decision(workers: list[dict[str, Any]]) -> list[float]:
+    """Each batch's latency from the workers' stamps, in seconds, ordered by (pass, batch).
+
+    ``submitted`` maps (pass, batch) to when a worker that reads the inputs began the batch (the
+    earliest of them counts), ``decided`` to when the worker producing its logits decided it.
+    """
+    submitted: dict[tuple[int, int], float] = {}
+    for worker in workers:
+        for key, stamp in worker.get("submitted", {}).items():
+            submitted[key] = min(stamp, submitted.get(key, stamp))
+    decided = {key: stamp for worker in workers for key, stamp in worker.get("decided", {}).items()}
+    return [decided[key] - submitted[key] for key in sorted(decided) if key in submitted]
 
 
 def compare(deployment: Timing, baseline: Timing) -> dict[str, float]:

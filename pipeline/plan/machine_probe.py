@@ -3,7 +3,8 @@
 Two processes on 127.0.0.1 (a gloo process group, as training uses) bounce a 4-byte tensor back
 and forth (half the median round trip is the per-message latency), send a large tensor one way
 (its bytes over the time is how fast the stack moves bytes when no link limits it), and both
-send one at once (the rate each way when both directions are busy, as in an all-reduce). Cached
+send one at once (the rate each way when both directions are busy, as in an all-reduce); and the
+scheduler's time slice on the shared cores (:func:`pipeline.plan.corun.time_slice`). Cached
 per machine, like the compute profile. :func:`measure_on_spark` runs the same probe as two
 barrier tasks of a Spark cluster, on its links.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import socket
 import statistics
 import time
@@ -23,6 +25,7 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any, cast
 
 from pipeline.io import write_json
+from pipeline.plan.corun import time_slice
 from pipeline.plan.profile import default_cache_dir, machine_id
 
 if TYPE_CHECKING:
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 ROUND_TRIPS = 200
 BULK_BYTES = 16 * 1024 * 1024
 BULK_REPEATS = 5
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class MachineProbe:
     latency_s: float
     copy_bytes_s: float
     duplex_bytes_s: float = float("inf")
+    time_slice_s: float | None = None  # the scheduler's, on this machine's shared cores
     version: int = PROBE_VERSION
 
 
@@ -184,7 +188,7 @@ def measure() -> MachineProbe:
     [(latency, rate, duplex)] = _spawn(_message_worker, [(0, port, False), (1, port, False)],
                                        results=1)
     return MachineProbe(machine=machine_id(), latency_s=latency, copy_bytes_s=rate,
-                        duplex_bytes_s=duplex)
+                        duplex_bytes_s=duplex, time_slice_s=time_slice(os.cpu_count() or 1))
 
 
 def load_or_measure(cache_dir: Path | None = None) -> MachineProbe:
@@ -202,6 +206,7 @@ def load_or_measure(cache_dir: Path | None = None) -> MachineProbe:
     probe = measure()
     print(f"[plan] latency {probe.latency_s * 1e6:.0f} us, bulk rate one way "
           f"{probe.copy_bytes_s / 1e9:.2f} GB/s, both ways at once {probe.duplex_bytes_s / 1e9:.2f}"
-          f" GB/s; cached in {path}", flush=True)
+          f" GB/s, scheduler time slice {(probe.time_slice_s or 0) * 1e3:.1f} ms; cached in "
+          f"{path}", flush=True)
     write_json(path, asdict(probe))
     return probe

@@ -4,7 +4,11 @@ Every ``every`` optimiser steps each worker writes its own state (its parameters
 state, RNG state) to ``rank<r>-step<s>.pt``; once all have, rank 0 writes ``position.json``
 (epoch, batch, counters, history, and a key of the job), which is the commit point. Files are
 written to a temporary name and renamed, so a crash never leaves a half-written checkpoint that
-``position.json`` points to. A job with other settings ignores a checkpoint that is not its own.
+``position.json`` points to. A job with other settings or other prepared data ignores a checkpoint
+that is not its own.
+
+Not saved: the error feedback of ``gradient_compression: powersgd`` (DDP's PowerSGD hook state).
+A resumed PowerSGD run restarts it, so it does not end with an uninterrupted run's parameters.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from pipeline.data.prepared_store import MANIFEST_FILE
 from pipeline.training.job import TrainJob
 
 POSITION_FILE = "position.json"
@@ -38,10 +43,17 @@ class Position:
 
 
 def job_key(job: TrainJob) -> str:
-    """What must match for a checkpoint to be resumed (not: faults, limits, timeouts)."""
+    """What must match for a checkpoint to be resumed (not: faults, limits, timeouts).
+
+    The settings and the prepared data's content fingerprint (its manifest's): a dataset
+    prepared again at the same path (another split, other patches) does not resume weights
+    trained on the old one.
+    """
     stable = replace(job, fault=None, max_steps=None, timeout_s=0, threads_per_worker=0,
                      checkpoint_dir=None, checkpoint_every=0)
-    return hashlib.sha256(repr(stable).encode()).hexdigest()[:16]
+    manifest = Path(job.data_dir) / MANIFEST_FILE
+    data = json.loads(manifest.read_text()).get("fingerprint") if manifest.is_file() else None
+    return hashlib.sha256(f"{stable!r} data={data}".encode()).hexdigest()[:16]
 
 
 class Checkpointer:
@@ -52,6 +64,7 @@ class Checkpointer:
         self.every = job.checkpoint_every
         self.rank, self.world_size = rank, world_size
         self.key = job_key(job)
+        self.compression = job.parallel.gradient_compression if world_size > 1 else "none"
 
     @property
     def enabled(self) -> bool:
@@ -79,6 +92,10 @@ class Checkpointer:
         if self.rank == 0:
             print(f"[checkpoint] resuming from step {position.steps} (epoch {position.epoch + 1},"
                   f" batch {position.batch}) in {self.directory}", flush=True)
+            if self.compression == "powersgd":
+                print("[checkpoint] PowerSGD's error feedback is not checkpointed: it restarts, "
+                      "so this run will not end with an uninterrupted run's parameters",
+                      flush=True)
         return position
 
     def maybe_save(self, strategy: Any, position: Position) -> None:

@@ -66,6 +66,7 @@ class TrainJob:
     checkpoint_dir: str | None = None  # shared by all workers; None: no checkpoints
     checkpoint_every: int = 0  # optimiser steps between checkpoints; 0: none
     fault: Fault | None = None
+    timeline_interval_s: float = 1.0  # seconds between resource samples per worker; 0: none
 
 
 LINKS = ("process_group", "spark")  # the links whose wire bytes a worker measures
@@ -91,6 +92,9 @@ class TrainResult:
     workers: list[dict[str, float]] = field(default_factory=list)
     modelled_payload_per_step: dict[str, float] = field(default_factory=dict)
     spark: dict[str, float] = field(default_factory=dict)  # Spark's own task metrics
+    resumed_from_step: int = 0  # the checkpoint's step this run started from (0: from scratch)
+    steps_run: int = 0  # optimiser steps this run executed (``steps`` less the resumed ones)
+    timelines: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # rank -> samples
 
     def payload_bytes(self, purpose: str) -> float:
         """Payload bytes sent for ``purpose``, summed over workers, over the whole training."""
@@ -113,6 +117,8 @@ class TrainResult:
         out = {
             "training_time_s": self.wall_time_s,
             "steps": float(self.steps),
+            "resumed_from_step": float(self.resumed_from_step),
+            "steps_run": float(self.steps_run),
             "samples_per_s": self.samples / self.wall_time_s if self.wall_time_s else 0.0,
             "world_size": float(self.world_size),
             "payload_bytes_sent_total": self._total("payload_bytes_sent"),

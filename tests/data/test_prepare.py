@@ -12,7 +12,7 @@ from pipeline.data.prepare import prepare_dataset
 from pipeline.data.prepared_store import create_scene_arrays, dataset_fingerprint, open_scene_arrays
 from pipeline.data.rasters import to_features
 from pipeline.data.scene import SceneDescription
-from pipeline.data.split import SPLITS, block_split
+from pipeline.data.split import SPLITS, block_ids, block_split
 from pipeline.data.split_reader import read_split
 from pipeline.data.window_task import extract_window
 from pipeline.data.windows import extract_patches
@@ -405,3 +405,11 @@ def test_window_tasks_write_the_scene_and_return_only_small_summaries(scene_dir:
     stored = np.load(tmp_path / "scene/optical.npy", mmap_mode="r")
     np.testing.assert_array_equal(stored[:, :48, 48:], to_features(optical, "optical"))
     assert not stored[:, 48:, :].any()  # only the task's own window
+
+
+def test_a_split_names_each_patchs_block_for_the_intervals(prepared_dir: Path) -> None:
+    test = PreparedDataset.open(prepared_dir).split("test")
+    data = load_split(prepared_dir, "test")
+    np.testing.assert_array_equal(test.groups, block_ids(data["row"], data["col"],
+                                                         SMALL_PREPARE.block_size))
+    assert 1 < len(np.unique(test.groups)) < len(test)

@@ -48,4 +48,6 @@ def test_layout_on_spark_predicts_what_one_process_predicts_and_counts_activatio
     assert result.bytes_moved == per_sample * SAMPLES  # every crossing activation, once
     assert len(result.pass_seconds) == 2
     assert len(result.batch_seconds) == 2 * -(-SAMPLES // BATCH)
+    # a batch's latency, submission to decisions, spans the workers inside one timed pass
+    assert all(0 < s <= max(result.pass_seconds) for s in result.batch_seconds)
     assert result.setup_s > 0

@@ -36,3 +36,28 @@ def test_a_timing_needs_a_timed_pass() -> None:
 def test_tiled_repeats_the_samples_in_order() -> None:
     out = tiled({"a": torch.arange(3).view(3, 1)}, 7)
     assert out["a"].view(-1).tolist() == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_latency_runs_from_a_batchs_submission_to_its_decisions() -> None:
+    from pipeline.inference.timing import submission_to_decision
+
+    # two branch workers read the inputs (the earlier start counts), a third decides
+    workers = [{"submitted": {(1, 0): 10.0, (1, 1): 10.5}},
+               {"submitted": {(1, 0): 10.1, (1, 1): 10.4}, "decided": {}},
+               {"decided": {(1, 0): 10.3, (1, 1): 10.9}}]
+    assert submission_to_decision(workers) == pytest.approx([0.3, 0.5])
+
+
+def test_a_data_parallel_worker_builds_only_its_own_shard(prepared_dir) -> None:  # noqa: ANN001
+    from pipeline.inference.data_parallel import shard_inputs, shard_ranges
+    from pipeline.inference.job import InferJob, timed_inputs
+    from pipeline.training.job import ParallelSettings
+
+    job = InferJob(model_dir="unused", data_dir=str(prepared_dir),
+                   parallel=ParallelSettings(workers=2), samples=300)
+    whole = timed_inputs(job.data_dir, "test", job.samples)  # what a worker built before
+    for _, start, stop in shard_ranges(job.samples, 2):
+        mine = shard_inputs(job, start, stop)
+        for name, x in mine.items():
+            assert x.shape[0] == stop - start
+            assert torch.equal(x, whole[name][start:stop])

@@ -13,6 +13,7 @@ import torch
 
 from pipeline.errors import TrainingError
 from pipeline.training import Fault, ParallelSettings, TrainJob, TrainResult, fit, world_size
+from pipeline.training.barrier import WORKER_NAME
 from pipeline.training.worker import train_worker
 
 from ..conftest import SMALL_PREPARE
@@ -25,15 +26,15 @@ RESUMABLE = {"data_parallel": ParallelSettings(scheme="data_parallel", workers=2
 
 
 def torch_workers(root: psutil.Process | None = None) -> list[psutil.Process]:
-    """The torchrun processes started below ``root`` (default: this test process)."""
+    """The training worker processes (``landcover-r<rank>``) below ``root`` (default: this
+    test process)."""
     found = []
     for process in (root or psutil.Process()).children(recursive=True):
         try:
-            cmdline = " ".join(process.cmdline())
+            if process.name().startswith(WORKER_NAME.format(rank="")):
+                found.append(process)
         except psutil.NoSuchProcess:
             continue
-        if "torch_run_process_wrapper" in cmdline or "torch.distributed.run" in cmdline:
-            found.append(process)
     return found
 
 
@@ -93,6 +94,8 @@ def test_rerun_resumes_to_the_uninterrupted_parameters(
     uninterrupted = train_worker(replace(job, parallel=ParallelSettings(workers=1),
                                          checkpoint_dir=None))
     assert resumed.steps == uninterrupted.steps == 6
+    # started at the checkpoint of step 4 and ran steps 5 and 6 only (a restart would run 6)
+    assert (resumed.resumed_from_step, resumed.steps_run) == (4, 2)
     for key, expected in uninterrupted.state_dict.items():
         torch.testing.assert_close(resumed.state_dict[key], expected, rtol=1e-5, atol=1e-6)
     assert not Path(job.checkpoint_dir).exists()  # cleared after success
