@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed ## create .venv and install the project
 
 run: install ## run the whole pipeline on the embedded data (dvc repro), then print the results
-	dvc repro
+	python -m flows.with_prefect_server dvc repro
 	python -m pipeline.report
 
 test: install ## the whole test suite, slow end-to-end cases included
@@ -69,8 +69,9 @@ push: install ## push DVC-tracked data and models to the DVC remote (default: ./
 pull: install ## fetch DVC-tracked data and models from the DVC remote
 	dvc pull
 
-lint: install
+lint: install ## ruff over the code and tests, then mypy (strict on pipeline/; config in pyproject.toml)
 	python -m ruff check pipeline flows tests benchmarks
+	python -m mypy
 
 clean: ## remove pipeline outputs and local stores (keeps .venv)
 	rm -rf data/raw data/prepared models metrics reports checkpoints mlflow.db mlruns mlartifacts .prefect

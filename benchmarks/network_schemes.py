@@ -20,12 +20,14 @@ Writes ``benchmarks/results/network_schemes.{json,png}``. Needs root (network na
 it the figures say why they are missing.
 
     python -m benchmarks.network_schemes [--rates 10gbit 1gbit 100mbit] [--sizes tiny large]
+        [--batch-sizes 64 256] [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -87,6 +89,9 @@ def point(result: object, batch: int) -> dict[str, float]:
         "max_worker_param_bytes": max(w["param_bytes"] for w in workers),
         "workers": len(workers),
         "steps": result.steps,
+        # each worker's training-thread CPU per step (median step), as the cost model's
+        # scheme profile measures it
+        "step_cpu_s_p50_by_worker": [w.get("step_cpu_s_p50", 0.0) for w in workers],
     }
 
 
@@ -102,53 +107,88 @@ def single_process(job: TrainJob) -> dict[str, float]:
 
 
 def run_grid(spark: object, network: EmulatedNetwork, data: Path, rates: list[str],
-             sizes: list[str], batches: list[int], steps: int) -> tuple[list[dict], dict]:
-    """Every scheme at every rate x size x batch; one record per point.
+             sizes: list[str], batches: list[int], steps: int,
+             repeats: int = 2) -> tuple[list[dict], dict]:
+    """Every scheme at every rate x size x batch, ``repeats`` times; one record per point.
+
+    Every point runs once before any runs again, so that a slow phase of the machine falls on
+    several points rather than on all repeats of one. A point's figures are the median over its
+    repeats; ``step_s_p50_repeats`` and ``repeat_spread`` ((max - min) / median of the repeats'
+    median steps) say how much they moved.
 
     Also, for the cost model's check (``benchmarks.plan_accuracy``), what it takes as input,
-    measured here in the same run: at each rate, the per-message latency between two workers of
-    the cluster (a probe job of two barrier tasks), and each model's compute profile.
+    measured here in the same run (first repeat): at each rate, the per-message latency between
+    two workers of the cluster (a probe job of two barrier tasks), and each model's compute
+    profile.
     """
     dataset = PreparedDataset.open(data)
     patch = int(dataset.manifest["patch_size"])
     baselines: dict[tuple[str, int], dict] = {}
     inputs: dict[str, dict] = {"probes": {}, "profiles": {}}
-    records, total = [], len(rates) * len(sizes) * len(batches) * len(SCHEMES)
-    started = time.perf_counter()
-    for rate in rates:
-        network.set_rate(rate)
-        inputs["probes"][rate] = asdict(machine_probe.measure_on_spark(spark))
-        for size in sizes:
-            config = model_config(ModelParams(size=size), dataset)
-            jobs = [TrainJob(data_dir=str(data), model=config, batch_size=b, epochs=1,
-                             learning_rate=0.01, momentum=0.9, seed=0, parallel=settings)
-                    for b in batches for settings in SCHEMES.values()]
-            inputs["profiles"].setdefault(rate, {})[size] = asdict(profile.measure(
-                config, patch, set().union(*(batch_sizes(j) for j in jobs)),
-                shared_cores=os.cpu_count()))
-            for batch in batches:
-                job = TrainJob(data_dir=str(data), model=config, batch_size=batch, epochs=1,
-                               learning_rate=0.01, momentum=0.9, seed=0, max_steps=steps,
-                               validate=False)
-                if (size, batch) not in baselines:
-                    baselines[size, batch] = single_process(job)
-                single = baselines[size, batch]
-                for scheme, settings in SCHEMES.items():
-                    result = fit(spark, replace(job, parallel=settings), patch)
-                    figures = point(result, batch)
-                    figures["ratio_to_single_process"] = (figures["samples_per_s"]
-                                                          / single["samples_per_s"])
-                    records.append({"link_rate": rate, "link_rate_bps": parse_rate(rate),
-                                    "model_size": size, "batch_size": batch, "scheme": scheme,
-                                    **figures, "single_process": single})
-                    done = len(records)
-                    elapsed = time.perf_counter() - started
-                    print(f"[network_schemes] {done}/{total} {rate} {size} batch {batch} "
-                          f"{scheme}: {figures['samples_per_s']:,.0f} samples/s, "
-                          f"{figures['wire_bytes_sent_per_worker_step']:,.0f} wire B/worker/step"
-                          f" | elapsed {elapsed:.0f}s, ETA {elapsed / done * (total - done):.0f}s",
-                          flush=True)
+    runs: dict[tuple[str, str, int, str], list[dict]] = {}
+    total = len(rates) * len(sizes) * len(batches) * len(SCHEMES) * repeats
+    started, done = time.perf_counter(), 0
+    for repeat in range(repeats):
+        for rate in rates:
+            network.set_rate(rate)
+            if repeat == 0:
+                inputs["probes"][rate] = asdict(machine_probe.measure_on_spark(spark))
+            for size in sizes:
+                config = model_config(ModelParams(size=size), dataset)
+                if repeat == 0:
+                    jobs = [TrainJob(data_dir=str(data), model=config, batch_size=b, epochs=1,
+                                     learning_rate=0.01, momentum=0.9, seed=0, parallel=settings)
+                            for b in batches for settings in SCHEMES.values()]
+                    inputs["profiles"].setdefault(rate, {})[size] = asdict(profile.measure(
+                        config, patch, set().union(*(batch_sizes(j) for j in jobs)),
+                        shared_cores=os.cpu_count()))
+                for batch in batches:
+                    job = TrainJob(data_dir=str(data), model=config, batch_size=batch, epochs=1,
+                                   learning_rate=0.01, momentum=0.9, seed=0, max_steps=steps,
+                                   validate=False)
+                    if (size, batch) not in baselines:
+                        baselines[size, batch] = single_process(job)
+                    for scheme, settings in SCHEMES.items():
+                        result = fit(spark, replace(job, parallel=settings), patch)
+                        figures = point(result, batch)
+                        runs.setdefault((rate, size, batch, scheme), []).append(figures)
+                        done += 1
+                        elapsed = time.perf_counter() - started
+                        print(f"[network_schemes] {done}/{total} (repeat {repeat + 1}) {rate} "
+                              f"{size} batch {batch} {scheme}: "
+                              f"{figures['samples_per_s']:,.0f} samples/s, "
+                              f"{figures['wire_bytes_sent_per_worker_step']:,.0f} wire "
+                              f"B/worker/step | elapsed {elapsed:.0f}s, "
+                              f"ETA {elapsed / done * (total - done):.0f}s", flush=True)
+    records = []
+    for (rate, size, batch, scheme), figures in runs.items():
+        merged = median_of_repeats(figures)
+        single = baselines[size, batch]
+        merged["ratio_to_single_process"] = merged["samples_per_s"] / single["samples_per_s"]
+        records.append({"link_rate": rate, "link_rate_bps": parse_rate(rate),
+                        "model_size": size, "batch_size": batch, "scheme": scheme,
+                        **merged, "single_process": single})
     return records, inputs
+
+
+def median_of_repeats(runs: list[dict]) -> dict:
+    """One point's figures over its repeats: each number's median (lists: element-wise).
+
+    Adds ``step_s_p50_repeats`` (each repeat's median step) and ``repeat_spread``.
+    """
+    out: dict = {}
+    for key, value in runs[0].items():
+        values = [r[key] for r in runs]
+        if isinstance(value, list):
+            out[key] = [statistics.median(v) for v in zip(*values, strict=True)]
+        else:
+            out[key] = statistics.median(values)
+    steps = [r["step_s_p50"] for r in runs]
+    out["samples_per_s"] = runs[0]["samples_per_s"] * runs[0]["step_s_p50"] / out["step_s_p50"]
+    out["step_s_p50_repeats"] = steps
+    out["repeat_spread"] = (max(steps) - min(steps)) / statistics.median(steps)
+    out["repeats"] = len(runs)
+    return out
 
 
 def plot(records: list[dict], path: Path) -> None:
@@ -196,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", default=["tiny", "large"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of every point (all points once before any again)")
     args = parser.parse_args(argv)
     configure_environment()
     try:
@@ -214,9 +256,10 @@ def main(argv: list[str] | None = None) -> None:
             spark_session(SparkParams(master=cluster.master_url, app_name="network-schemes",
                                       conf={"spark.executor.memory": "1500m"})) as spark:
         records, inputs = run_grid(spark, network, data, args.rates, args.sizes,
-                                   args.batch_sizes, args.steps)
+                                   args.batch_sizes, args.steps, args.repeats)
     figures = {"machine": machine(), "seconds": time.perf_counter() - started,
-               "steps": args.steps, "cluster": "4 workers x 1 core, emulated links",
+               "steps": args.steps, "repeats": args.repeats,
+               "cluster": "4 workers x 1 core, emulated links",
                "patch_size": params.prepare.patch_size, "points": records, **inputs}
     save("network_schemes", figures)
     plot(records, RESULTS / "network_schemes.png")

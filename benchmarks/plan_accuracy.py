@@ -6,15 +6,20 @@ run measured (each model's compute profile and the per-message latency between t
 the cluster, at each rate; a grid without them gets profiles measured now,
 ``--profile-repeats`` times, and the latency between two local processes), and predicts every
 point: its scheme, model, batch and link rate, on four
-workers sharing this machine's cores. Per point: predicted vs measured step time (the measured
-one is the busiest worker's median step), payload bytes per worker per step (the model's against
-the runs' count) and wire bytes (the model's framing against the interface counters).
+workers sharing this machine's cores. Each job's compute per step and worker comes from its
+scheme profile (its real strategy run on local processes, measured now;
+:mod:`pipeline.plan.scheme_profile`), and the shared cores are scheduled with this machine's time
+slice (:func:`pipeline.plan.corun.time_slice`, measured now); ``--compute units`` predicts from
+the per-unit compute profile and the co-run slowdown instead. Per point: predicted vs measured step
+time (the measured one is the busiest worker's median step, the median over the grid's repeats;
+the error against each repeat gives the spread), payload bytes per worker per step (the model's
+against the runs' count) and wire bytes (the model's framing against the interface counters).
 
 Targets (issue #16): payload exact; wire within the stated framing; step time median absolute
 error <= 15 % and worst <= 30 %; at every point the predicted fastest scheme is the measured
 fastest, or within 5 % of it. Writes ``benchmarks/results/plan_accuracy.{json,png}``.
 
-    python -m benchmarks.plan_accuracy [--grid F ...] [--profile-repeats 3]
+    python -m benchmarks.plan_accuracy [--grid F ...] [--profile-repeats 3] [--compute units]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -36,7 +42,7 @@ from benchmarks.network_schemes import SCHEMES  # noqa: E402
 from pipeline.config import ModelParams, load_params  # noqa: E402
 from pipeline.data.dataset import PreparedDataset  # noqa: E402
 from pipeline.io import write_with  # noqa: E402
-from pipeline.plan import machine_probe, profile  # noqa: E402
+from pipeline.plan import corun, machine_probe, profile, scheme_profile  # noqa: E402
 from pipeline.plan.predict import predict  # noqa: E402
 from pipeline.plan.programs import batch_sizes  # noqa: E402
 from pipeline.plan.simulate import Network  # noqa: E402
@@ -78,25 +84,42 @@ def profiles_of(jobs: dict, patch: int, repeats: int) -> list[dict[str, profile.
 
 def predicted_points(points: list[dict], jobs: dict, patch: int,
                      profiles: dict[str, list[dict]],
-                     probes: dict[str, machine_probe.MachineProbe]) -> list[dict]:
+                     probes: dict[str, machine_probe.MachineProbe],
+                     schemes: dict | None = None, time_slice_s: float | None = None
+                     ) -> list[dict]:
     """Every measured point with its predictions (``probes[rate]``: the cluster's, at ``rate``).
 
     ``profiles[rate]`` lists the profiles per model size to predict the points at ``rate``
-    with, the first being the one measured for it; the others give the spread.
+    with, the first being the one measured for it; the others give the spread. ``schemes``:
+    each job's scheme profile (None: compute from the unit profiles and the co-run slowdown).
     """
     out = []
     for p in points:
-        job = jobs[(p["model_size"], p["batch_size"], p["scheme"])]
+        key = (p["model_size"], p["batch_size"], p["scheme"])
+        job = jobs[key]
         probe = probes[p["link_rate"]]
         network = Network(rate_bytes_s=p["link_rate_bps"] / 8, latency_s=probe.latency_s,
                           copy_bytes_s=probe.copy_bytes_s, duplex_bytes_s=probe.duplex_bytes_s,
-                          shared_cores=os.cpu_count())
-        predictions = [predict(job, patch, prof[p["model_size"]], network)
+                          shared_cores=os.cpu_count(), time_slice_s=time_slice_s)
+        measured_scheme = schemes[key] if schemes else None
+        predictions = [predict(job, patch, prof[p["model_size"]], network, measured_scheme)
                        for prof in profiles[p["link_rate"]]]
         steps = [q.step_s for q in predictions]
         first = predictions[0]
         measured_payload = p.get("step_payload_bytes_sent_per_worker_step")
+        repeats = p.get("step_s_p50_repeats", [p["step_s_p50"]])
+        errors = [first.step_s / r - 1 for r in repeats]
         out.append({
+            "measured_step_s_repeats": repeats,
+            "measured_repeat_spread": p.get("repeat_spread", 0.0),
+            "step_error_by_repeat": errors,
+            "measured_step_cpu_s_by_worker": p.get("step_cpu_s_p50_by_worker"),
+            "profiled_step_cpu_s_by_worker": (list(measured_scheme.cpu_s)
+                                              if measured_scheme else None),
+            "profiled_process_cpu_s_by_worker": (list(measured_scheme.process_cpu_s)
+                                                 if measured_scheme else None),
+            "profiled_step_wall_s_by_worker": (list(measured_scheme.wall_s)
+                                               if measured_scheme else None),
             **{k: p[k] for k in ("link_rate", "link_rate_bps", "model_size", "batch_size",
                                  "scheme")},
             "measured_step_s": p["step_s_p50"], "measured_step_s_p10": p["step_s_p10"],
@@ -140,9 +163,17 @@ def summary(records: list[dict], cases: list[dict]) -> dict:
                          - r["measured_payload_bytes_per_worker_step"]) < 0.5 for r in payload)
     wire = [r["measured_wire_bytes_per_worker_step"] / r["predicted_wire_bytes_per_worker_step"]
             for r in records]
+    spreads = [r["measured_repeat_spread"] for r in records]
+    by_repeat = [max(abs(e) for e in r["step_error_by_repeat"]) for r in records]
     return {
         "points": len(records),
         "median_abs_step_error": statistics.median(errors),
+        # how much the measurement itself moved: (max - min) / median of a point's repeats
+        "median_repeat_spread": statistics.median(spreads),
+        "max_repeat_spread": max(spreads),
+        # the error against the repeat it is furthest from, per point
+        "median_abs_step_error_worst_repeat": statistics.median(by_repeat),
+        "worst_abs_step_error_worst_repeat": max(by_repeat),
         "worst_abs_step_error": max(errors),
         "worst_point": max(records, key=lambda r: abs(r["step_error"])),
         "payload_exact": payload_ok if payload else None,
@@ -209,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the measured grid (network_schemes' JSON)")
     parser.add_argument("--profile-repeats", type=int, default=3)
     parser.add_argument("--name", default="plan_accuracy", help="results file name")
+    parser.add_argument("--compute", choices=["scheme", "units"], default="scheme",
+                        help="workers' compute from scheme profiles (default) or unit profiles")
     args = parser.parse_args(argv)
     configure_environment()
     grid = json.loads(Path(args.grid).read_text())
@@ -234,7 +267,17 @@ def main(argv: list[str] | None = None) -> None:
         profiles = dict.fromkeys(rates, fresh)
         probes = dict.fromkeys(rates, machine_probe.measure())
         source = f"measured now, {args.profile_repeats} times (the spread)"
-    records = predicted_points(grid["points"], jobs, patch, profiles, probes)
+    schemes, time_slice_s = None, None
+    if args.compute == "scheme":
+        keys = list(jobs)
+        print(f"[plan_accuracy] measuring {len(keys)} scheme profiles and the time slice ...",
+              flush=True)
+        measured_schemes = scheme_profile.measure_many([jobs[k] for k in keys], patch)
+        schemes = dict(zip(keys, measured_schemes, strict=True))
+        time_slice_s = corun.time_slice(os.cpu_count() or 1)
+        probes = {r: replace(p, time_slice_s=time_slice_s) for r, p in probes.items()}
+    records = predicted_points(grid["points"], jobs, patch, profiles, probes, schemes,
+                               time_slice_s)
     cases = winners(records)
     figures = {"machine": machine(), "grid": str(args.grid), "grid_machine": grid["machine"],
                "inputs": source,
@@ -243,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
                                 for r, p in probes.items()},
                "corun_slowdown": {r: {s: f.corun_slowdown for s, f in profiles[r][0].items()}
                                   for r in rates},
+               "compute": args.compute, "time_slice_s": time_slice_s,
+               "grid_repeats": grid.get("repeats", 1),
                "targets": TARGETS,
                "summary": summary(records, cases), "cases": cases, "points": records,
                "seconds": time.perf_counter() - started}
@@ -250,7 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     plot(records, cases, RESULTS / f"{args.name}.png")
     s = figures["summary"]
     print(f"[plan_accuracy] {s['points']} points: step time median |error| "
-          f"{s['median_abs_step_error']:.1%}, worst {s['worst_abs_step_error']:.1%}; fastest "
+          f"{s['median_abs_step_error']:.1%}, worst {s['worst_abs_step_error']:.1%} (repeats "
+          f"spread median {s['median_repeat_spread']:.1%}, max {s['max_repeat_spread']:.1%}); "
+          f"fastest "
           f"scheme right (or within 5 %) at {s['winner_ok']}/{s['cases']}; payload exact: "
           f"{s['payload_exact']}; targets met: {s['targets_met']}", flush=True)
 

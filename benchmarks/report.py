@@ -147,16 +147,26 @@ def _plan_accuracy(figures: dict) -> list[str]:
         + "; bulk rate between two workers one way / both ways at once "
         + ", ".join(f"{r} {a * 8 / 1e6:,.0f} / {b * 8 / 1e6:,.0f} Mbit/s"
                     for r, (a, b) in figures["bulk_bytes_s"].items())
-        + "; co-run slowdown with 1, 2 cores busy "
-        + ", ".join(f"{r} {s}: " + "/".join(f"{x:.2f}" for x in v)
-                    for r, by_size in figures["corun_slowdown"].items()
-                    for s, v in by_size.items())
-        + ". Measured: the busiest worker's median step (p10-p90); predicted: with the "
-          "profile of its own rate (min-max over the others).", "",
+        + ("; each worker's compute per step from its scheme profile (the scheme's strategy "
+           "run on local processes, measured now), the shared cores scheduled with a time "
+           f"slice of {figures['time_slice_s'] * 1e3:.1f} ms (measured now)"
+           if figures.get("compute") == "scheme" else
+           "; co-run slowdown with 1, 2 cores busy "
+           + ", ".join(f"{r} {s}: " + "/".join(f"{x:.2f}" for x in v)
+                       for r, by_size in figures["corun_slowdown"].items()
+                       for s, v in by_size.items()))
+        + f". Measured: the busiest worker's median step (p10-p90), the median over the grid's "
+          f"{figures.get('grid_repeats', 1)} repeat(s); predicted: with the profile of its own "
+          "rate (min-max over the others).", "",
         f"- step time: median absolute error **{s['median_abs_step_error']:.1%}** (target "
         f"{targets['median_abs_error']:.0%}), worst **{s['worst_abs_step_error']:.1%}** (target "
         f"{targets['worst_abs_error']:.0%}: {worst['link_rate']}, {worst['model_size']}, batch "
         f"{worst['batch_size']}, {worst['scheme']})",
+        f"- the measurement's own spread over the repeats ((max - min) / median of a point's "
+        f"repeats): median {s.get('median_repeat_spread', 0):.1%}, max "
+        f"{s.get('max_repeat_spread', 0):.1%}; the error against the repeat furthest from the "
+        f"prediction: median {s.get('median_abs_step_error_worst_repeat', 0):.1%}, worst "
+        f"{s.get('worst_abs_step_error_worst_repeat', 0):.1%}",
         f"- fastest scheme predicted right, or within {targets['winner_slack']:.0%} of the "
         f"fastest: **{s['winner_ok']} of {s['cases']}** points",
         f"- payload per worker-step exactly as counted: **{s['payload_exact']}**; wire bytes "
@@ -164,15 +174,19 @@ def _plan_accuracy(figures: dict) -> list[str]:
         f"{s['wire_measured_to_predicted_max']:.3f}",
         f"- all targets met: **{s['targets_met']}**", "",
         "| link | model | batch | scheme | measured step ms (p10-p90) | predicted ms (min-max) "
-        "| error | payload B/worker-step | wire B/worker-step measured / modelled |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        "| error (per repeat) | repeats' spread | payload B/worker-step "
+        "| wire B/worker-step measured / modelled |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in figures["points"]:
         lines.append(
             f"| {p['link_rate']} | {p['model_size']} | {p['batch_size']} | {p['scheme']} | "
             f"{p['measured_step_s'] * 1e3:,.1f} ({p['measured_step_s_p10'] * 1e3:,.1f}-"
             f"{p['measured_step_s_p90'] * 1e3:,.1f}) | {p['predicted_step_s'] * 1e3:,.1f} "
             f"({p['predicted_step_s_min'] * 1e3:,.1f}-{p['predicted_step_s_max'] * 1e3:,.1f}) | "
-            f"{p['step_error']:+.0%} | {p['predicted_payload_bytes_per_worker_step']:,.0f} | "
+            f"{p['step_error']:+.0%} ("
+            + ", ".join(f"{e:+.0%}" for e in p.get("step_error_by_repeat", [p["step_error"]]))
+            + f") | {p.get('measured_repeat_spread', 0):.0%} | "
+            f"{p['predicted_payload_bytes_per_worker_step']:,.0f} | "
             f"{p['measured_wire_bytes_per_worker_step']:,.0f} / "
             f"{p['predicted_wire_bytes_per_worker_step']:,.0f} |")
     lines += ["", "Fastest scheme, measured vs predicted:", ""]
@@ -182,6 +196,22 @@ def _plan_accuracy(figures: dict) -> list[str]:
                    f"{c['predicted_choice_slower_by']:+.1%} slower")
         lines.append(f"- {c['link_rate']}, {c['model_size']}, batch {c['batch_size']}: "
                      f"**{c['measured_fastest']}** ({verdict})")
+    return lines
+
+
+def _streaming(figures: dict) -> list[str]:
+    lines = ["| training samples | stream: peak anon RSS (MiB) | in memory: peak anon RSS (MiB) |",
+             "| --- | --- | --- |"]
+    for row in figures["sizes"]:
+        lines.append(f"| {row['samples']} | {row['stream']['peak_anon_mib']:.0f} | "
+                     f"{row['memory']['peak_anon_mib']:.0f} |")
+    rate = figures["throughput_samples_per_s"]
+    lines += ["", f"Split grown {figures['growth']:.1f}x: streaming's peak varies by "
+              f"{figures['stream_peak_anon_spread']:.1%}, in-memory's grows by "
+              f"{figures['memory_peak_anon_growth']:.1%}. Throughput at the default size: "
+              f"stream {rate['stream']:.0f}, in memory {rate['memory']:.0f} samples/s "
+              f"({figures['stream_vs_memory_throughput']:.2f}x); load average "
+              f"{figures['load_average'][0]:.1f}."]
     return lines
 
 
@@ -201,6 +231,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
                         _network),
     "plan_accuracy": ("The cost model against the network grid: predicted vs measured",
                       _plan_accuracy),
+    "streaming_memory": ("Training memory: streaming from the prepared store vs in memory",
+                         _streaming),
 }
 
 

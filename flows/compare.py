@@ -114,7 +114,8 @@ def compare_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
 def main(argv: list[str] | None = None) -> None:
     """``python -m flows.compare [--params P] [--data DIR] [--models DIR] [--out DIR]``."""
     run_stage(compare_flow, __doc__, {"params": LAYOUT.params, "data": LAYOUT.prepared,
-                                      "models": LAYOUT.models, "out": LAYOUT.reports}, argv)
+                                      "models": LAYOUT.models, "out": LAYOUT.reports}, argv,
+              tracked=True)
 
 
 if __name__ == "__main__":

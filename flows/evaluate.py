@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     run_stage(evaluate_flow, __doc__, {
         "params": LAYOUT.params, "scheme": None, "model": LAYOUT.model_dir("data_parallel"),
         "data": LAYOUT.prepared, "raw": LAYOUT.raw,
-        "metrics": LAYOUT.metrics_file("data_parallel"), "reports": None}, argv)
+        "metrics": LAYOUT.metrics_file("data_parallel"), "reports": None}, argv,
+        tracked=True)
 
 
 if __name__ == "__main__":

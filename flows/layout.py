@@ -23,6 +23,7 @@ class Layout:
     reports: str = "reports"
     lock: str = "dvc.lock"
     stage_times: str = "logs/stage_times"  # each stage command's last wall time (not in DVC)
+    stage_logs: str = "logs/stages"  # each stage command's last log, tracebacks included
 
     def model_dir(self, scheme: str) -> str:
         """Where the model trained under ``scheme`` goes."""

@@ -79,7 +79,8 @@ def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
 def main(argv: list[str] | None = None) -> None:
     """``python -m flows.train [--params P] [--scheme S] [--data DIR] [--out DIR]``."""
     run_stage(train_flow, __doc__, {"params": LAYOUT.params, "scheme": None,
-                                    "data": LAYOUT.prepared, "out": None}, argv)
+                                    "data": LAYOUT.prepared, "out": None}, argv,
+              tracked=True)
 
 
 if __name__ == "__main__":

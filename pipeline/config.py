@@ -8,10 +8,11 @@ valid key suggested), because a typo that silently falls back to a default waste
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -43,19 +44,25 @@ Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
 
 
 class ModalityParams(_Section):
-    """One modality of the user's scene: a multi-band GeoTIFF or a folder of single-band ones."""
+    """One modality of the user's scene: a multi-band raster or a folder of single-band ones."""
 
-    path: str = Field(description="GeoTIFF, or folder of one GeoTIFF per band (name ends _BAND)")
+    path: str = Field(description="raster GDAL reads (GeoTIFF, JP2, VRT), or folder of one "
+                      "raster per band (band name in the file name)")
     kind: Literal["optical", "sar"]
     bands: list[str] = Field(min_length=1, description="band names, in the file's band order")
     resampling: Resampling = Field(
         "bilinear", description="onto the reference grid (SAR is resampled in linear power)")
     nodata: float | None = Field(None, description="overrides the file's nodata value")
+    units: Literal["linear", "db"] = Field(
+        "linear", description="SAR: linear power, or decibels (converted to linear power)")
 
     @model_validator(mode="after")
     def _unique_bands(self) -> ModalityParams:
         if len(set(self.bands)) != len(self.bands):
             raise ValueError(f"band names must be unique, got {self.bands}")
+        if self.units == "db" and self.kind != "sar":
+            raise ValueError("units: db is for SAR modalities (kind: sar); optical values are "
+                             "reflectance x 10000, remove units")
         return self
 
 
@@ -151,7 +158,17 @@ class PrepareParams(_Section):
         return self
 
 
-MODEL_SIZES: dict[str, dict[str, int]] = {  # model.size -> the shape keys it sets
+class ModelShape(TypedDict):
+    """The shape keys of ``ModelConfig`` that ``model.size`` sets."""
+
+    branch_width: int
+    branch_depth: int
+    fusion_width: int
+    downsample_every: int
+
+
+ModelSize = Literal["tiny", "small", "large"]
+MODEL_SIZES: dict[ModelSize, dict[str, int]] = {  # model.size -> the shape keys it sets
     "tiny": {"branch_width": 16, "branch_depth": 2, "fusion_width": 64, "downsample_every": 0},
     "small": {"branch_width": 32, "branch_depth": 4, "fusion_width": 128, "downsample_every": 2},
     "large": {"branch_width": 64, "branch_depth": 6, "fusion_width": 512, "downsample_every": 2},
@@ -161,7 +178,7 @@ MODEL_SIZES: dict[str, dict[str, int]] = {  # model.size -> the shape keys it se
 class ModelParams(_Section):
     """Size of the multimodal CNN: a named ``size``, whose shape keys a key set here overrides."""
 
-    size: Literal["tiny", "small", "large"] = Field(
+    size: ModelSize = Field(
         "tiny", description="tiny (the default, for make run) | small | large (>= 10 MB)")
     branch_width: int = Field(16, ge=1, le=1024, description="channels of a branch's first block")
     branch_depth: int = Field(2, ge=1, le=16, description="conv blocks per modality branch")
@@ -178,13 +195,15 @@ class ModelParams(_Section):
             return MODEL_SIZES.get(size, {}) | data
         return data
 
-    def shape(self) -> dict[str, int]:
+    def shape(self) -> ModelShape:
         """The network's shape keys (``ModelConfig``'s), as this section resolves them."""
-        return {key: getattr(self, key) for key in MODEL_SIZES["tiny"]}
+        return ModelShape(branch_width=self.branch_width, branch_depth=self.branch_depth,
+                          fusion_width=self.fusion_width, downsample_every=self.downsample_every)
 
 
 SchemeName = Literal["data_parallel", "branch_parallel", "pipeline_parallel", "hybrid"]
-ALL_SCHEMES: tuple[str, ...] = ("data_parallel", "branch_parallel", "pipeline_parallel", "hybrid")
+ALL_SCHEMES: tuple[SchemeName, ...] = (
+    "data_parallel", "branch_parallel", "pipeline_parallel", "hybrid")
 
 
 class DataParallelParams(_Section):
@@ -230,6 +249,9 @@ class TrainParams(_Section):
     checkpoint_every: int = Field(
         50, ge=0, description="optimiser steps between checkpoints (0: none); a rerun or a "
                               "retry resumes from the last one")
+    timeline_interval_s: float = Field(
+        1.0, ge=0, le=3600, description="seconds between each worker's resource samples (CPU, "
+                                        "RSS, bytes/s), logged as MLflow timelines; 0: none")
     retries: int = Field(1, ge=0, le=10,
                          description="Prefect retries of a failed training (resume from the "
                                      "last checkpoint)")
@@ -261,12 +283,29 @@ class TrainParams(_Section):
         return self
 
 
+SPARK_MASTER_FORMS = ("local", "local[N]", "local[*]", "local-cluster[N,cores,memoryMB]",
+                      "spark://host:port", "yarn", "k8s://https://host:port")
+_SPARK_MASTER = re.compile(
+    r"local(\[(\d+|\*)(,\d+)?\])?"              # local, local[N], local[*], local[N,F]
+    r"|local-cluster\[\d+,\d+,\d+\]"              # local-cluster[workers,cores,memoryMB]
+    r"|spark://[^\s/:,]+:\d+(,[^\s/:,]+:\d+)*"      # standalone (several masters: HA)
+    r"|yarn"
+    r"|k8s://\S+")
+
+
 class SparkParams(_Section):
     """The Spark application training runs in. Moving to a cluster means changing ``master``."""
 
     master: str = "local[4]"
     app_name: str = "landcover-mlops"
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, master: str) -> str:
+        if not _SPARK_MASTER.fullmatch(master):
+            raise ValueError(f"not a Spark master URL; use one of {', '.join(SPARK_MASTER_FORMS)}")
+        return master
 
 
 class ClusterParams(_Section):
@@ -366,8 +405,8 @@ class InferenceParams(_Section):
     """How inference is timed, per scheme, the way the scheme deploys."""
 
     batch_size: int = Field(256, ge=1, description="samples per forward pass (and per batch)")
-    samples: int = Field(65536, ge=1, description="samples per timed pass (test split, tiled)")
-    repeats: int = Field(5, ge=1, description="timed passes after the warm-up (the spread)")
+    samples: int = Field(16384, ge=1, description="samples per timed pass (test split, tiled)")
+    repeats: int = Field(3, ge=1, description="timed passes after the warm-up (the spread)")
     warmup: int = Field(1, ge=1, description="untimed passes first (JIT, caches, workers)")
     timeout_s: int = Field(600, ge=10, description="a hung inference job is stopped after this")
 
@@ -446,9 +485,13 @@ def load_params(path: Path | str = "params.yaml") -> Params:
             "run from the project root or pass --params with the path to params.yaml",
         )
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(path, "<file>", f"not valid YAML ({exc})", "fix the YAML syntax") from exc
+    if raw is None or raw == {}:
+        raise ParamsError(path, "<file>", "the parameters file is empty, so every stage would "
+                          "run on built-in defaults", "restore it (`git checkout params.yaml`), "
+                          "or write at least the sections you mean to set")
     if not isinstance(raw, dict):
         raise ParamsError(path, "<file>", "the top level must be a mapping of sections",
                           f"use sections {sorted(Params.model_fields)}")

@@ -66,3 +66,15 @@ class NetworkEmulationError(RuntimeError):
 
     def __init__(self, problem: str, fix: str) -> None:
         super().__init__(f"emulated cluster network: {problem}. Fix: {fix}")
+
+
+class TrackingStoreError(RuntimeError):
+    """The MLflow tracking store named by ``tracking.uri`` cannot be reached."""
+
+    def __init__(self, uri: str, problem: str) -> None:
+        self.uri = uri
+        super().__init__(
+            f"params.yaml: tracking.uri {uri!r}: {problem}. Fix: start the MLflow server there "
+            "(e.g. `mlflow server --host 127.0.0.1 --port 5000 --backend-store-uri "
+            "sqlite:///mlflow.db`), or set tracking.uri to the project's local store "
+            "sqlite:///mlflow.db")

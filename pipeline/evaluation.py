@@ -180,8 +180,9 @@ def evaluate_model(model_dir: Path, data_dir: Path, split: str = "test",
 def row_normalised(matrix: np.ndarray) -> np.ndarray:
     """Each row divided by its sum (the recall of the true class on the diagonal); 0 rows stay 0."""
     sums = matrix.sum(axis=1, keepdims=True)
-    return np.divide(matrix, sums, out=np.zeros(matrix.shape, dtype=np.float64),
-                     where=sums > 0)
+    normalised: np.ndarray = np.divide(matrix, sums, out=np.zeros(matrix.shape, dtype=np.float64),
+                                       where=sums > 0)
+    return normalised
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], out: Path,

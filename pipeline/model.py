@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ class ModelConfig:
             width *= 2 if self.downsamples_after(block) else 1
         return tuple(widths)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form, saved next to the weights."""
         return asdict(self)
 
@@ -149,7 +150,7 @@ class MultimodalCNN(nn.Module):
         units = []
         for k in range(depth):
             for m in self.modalities:
-                block = self.branches[m].blocks[k]
+                block = cast(ModalityBranch, self.branches[m]).blocks[k]
                 source = input_key(m) if k == 0 else f"{m}/block{k - 1}"
                 target = f"{m}/features" if k == depth - 1 else f"{m}/block{k}"
                 pool = k == depth - 1

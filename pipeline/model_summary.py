@@ -10,6 +10,7 @@ each block's output (where ``pipeline_parallel`` cuts between layers) and each b
 from __future__ import annotations
 
 import argparse
+from typing import TypedDict
 
 import numpy as np
 
@@ -17,10 +18,25 @@ from pipeline.config import MODEL_SIZES, ModelParams
 from pipeline.model import ModelConfig, MultimodalCNN, input_key
 from pipeline.training.layout import activation_shapes
 
-EMBEDDED_SCENE = {"channels": {"optical": 4, "sar": 2}, "num_classes": 6}
+
+class _Scene(TypedDict):
+    channels: dict[str, int]
+    num_classes: int
 
 
-def summary(config: ModelConfig, patch_size: int) -> dict[str, object]:
+class ModelSummary(TypedDict):
+    """What ``summary`` returns."""
+
+    parameters: int
+    parameter_bytes: int
+    activation_bytes_per_sample: dict[str, int]
+    shapes: dict[str, list[int]]
+
+
+EMBEDDED_SCENE: _Scene = {"channels": {"optical": 4, "sar": 2}, "num_classes": 6}
+
+
+def summary(config: ModelConfig, patch_size: int) -> ModelSummary:
     """Parameters, parameter bytes and per-sample activation bytes of ``config``'s model."""
     model = MultimodalCNN(config)
     params = sum(p.numel() for p in model.parameters())

@@ -34,4 +34,5 @@ class StackedInputModel(nn.Module):
                              f"({dict(zip(self.modalities, self.channels, strict=True))}), "
                              f"got {stacked.shape[1]}")
         parts = torch.split(stacked, self.channels, dim=1)
-        return self.model(dict(zip(self.modalities, parts, strict=True)))
+        logits: torch.Tensor = self.model(dict(zip(self.modalities, parts, strict=True)))
+        return logits

@@ -43,7 +43,7 @@ def _route_to(master: str) -> str | None:
         return None
     host = master.removeprefix("spark://").split(",")[0].rsplit(":", 1)[0]
     try:
-        address = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+        address = str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])  # AF_INET: a str
         if ipaddress.ip_address(address).is_loopback:
             return address
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import torch
@@ -34,8 +36,12 @@ import yaml
 from mlflow.entities import Run
 
 from pipeline.config import CompareParams, Params, TrackingParams
-from pipeline.errors import DatasetError
+from pipeline.errors import DatasetError, TrackingStoreError
 from pipeline.training.job import TrainResult
+from pipeline.training.timeline import timeline_metrics
+
+if TYPE_CHECKING:
+    from pipeline.model import MultimodalCNN
 
 RUN_FILE = "run.json"
 ROLE_TAG = "landcover.role"  # "pipeline" (parent) or "scheme" (child)
@@ -47,11 +53,46 @@ COMPARED_TAG = "compared_runs"
 
 # --- the store -------------------------------------------------------------------------------
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the MLflow 3 UI's view of an experiment
+EXPERIMENT_KIND = "custom_model_development"  # training runs, not the GenAI traces overview
+
+
 def use_store(params: Params) -> str:
-    """Point MLflow at the project's store and the dataset's experiment; its id."""
+    """Point MLflow at the project's store and the dataset's experiment; its id.
+
+    The experiment is marked as model development, so the MLflow UI opens it on its runs.
+    """
     mlflow.set_tracking_uri(params.tracking.uri)
     experiment = mlflow.set_experiment(params.tracking.experiment_name(params.ingest.source))
-    return experiment.experiment_id
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                                 EXPERIMENT_KIND)
+    return str(experiment.experiment_id)
+
+
+def check_store(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when ``uri`` names an MLflow server that does not answer.
+
+    One request to the server's ``/health`` endpoint, without MLflow's HTTP retries (up to
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` with exponential backoff: minutes); database and file
+    stores need no check.
+
+    Raises:
+        TrackingStoreError: no MLflow server answers at ``uri`` within ``timeout_s``.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingStoreError(uri, f"no MLflow server answers there ({reason})") from None
+    if status != 200:
+        raise TrackingStoreError(uri, f"the server answers HTTP {status} on /health, it is not "
+                                      "an MLflow tracking server")
 
 
 def client_for(tracking: TrackingParams) -> mlflow.MlflowClient:
@@ -110,7 +151,8 @@ def open_pipeline_run(params: Params, data_hash: str, tags: dict[str, str] | Non
                        "and attributes.status = 'RUNNING'"),
         order_by=["attributes.start_time DESC"], max_results=1)
     if found:
-        return found[0].info.run_id
+        open_id: str = found[0].info.run_id
+        return open_id
     run = client.create_run(experiment_id, run_name=f"pipeline-{key[:8]}",
                             tags={ROLE_TAG: "pipeline", KEY_TAG: key, "data_hash": data_hash,
                                   "schemes": ",".join(params.train.compare),
@@ -120,7 +162,8 @@ def open_pipeline_run(params: Params, data_hash: str, tags: dict[str, str] | Non
     for start in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=[
             mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start:start + 100]])
-    return run.info.run_id
+    new_id: str = run.info.run_id
+    return new_id
 
 
 def fail_pipeline_run(tracking: TrackingParams, run_id: str, exc: BaseException) -> None:
@@ -194,7 +237,12 @@ def training_run(params: Params, run_name: str | None = None,
     The run, and its parent, are marked FAILED with the error if the body raises.
     """
     use_store(params)
-    with mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id) as run, \
+    interval = params.train.timeline_interval_s
+    if interval > 0:  # the driver's host: MLflow's own system metrics (system/*)
+        mlflow.set_system_metrics_sampling_interval(  # type: ignore[no-untyped-call]
+            max(interval, 1.0))
+    with mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id,
+                          log_system_metrics=interval > 0) as run, \
             _recording_errors(params.tracking, parent_run_id):
         mlflow.log_params(params.flat())
         mlflow.set_tags({ROLE_TAG: "scheme", "scheme": params.train.scheme,
@@ -209,8 +257,10 @@ def log_dataset(data_dir: Path | str, fingerprint: str, source: str,
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    dataset = MetaDataset(source=resolve_dataset_source(str(Path(data_dir).resolve())),
-                          name=f"prepared-{source}", digest=fingerprint[:36])
+    # mlflow declares Dataset.profile abstract, but Dataset is no ABC and MetaDataset works as is.
+    dataset = MetaDataset(  # type: ignore[abstract]
+        source=resolve_dataset_source(str(Path(data_dir).resolve())),
+        name=f"prepared-{source}", digest=fingerprint[:36])
     mlflow.log_input(dataset, context=context, tags={"data_source": source})
 
 
@@ -225,7 +275,20 @@ def log_training(result: TrainResult, model_dir: Path) -> None:
         step = int(record["epoch"])
         mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"},
                            step=step)
+    log_timelines(result.timelines)
     mlflow.log_artifacts(str(model_dir), artifact_path="model_files")
+
+
+def log_timelines(timelines: dict[int, list[dict[str, float]]]) -> None:
+    """Every worker's resource samples as metrics ``timeline/<quantity>_w<rank>`` of the run."""
+    from mlflow.entities import Metric
+
+    run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    metrics = [Metric(key, value, stamp, step)
+               for key, value, stamp, step in timeline_metrics(timelines)]
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
 
 def model_requirements() -> list[str]:
@@ -236,7 +299,7 @@ def model_requirements() -> list[str]:
             f"numpy=={numpy.__version__}"]
 
 
-def log_pytorch_model(model: torch.nn.Module, example: dict[str, torch.Tensor]) -> str:
+def log_pytorch_model(model: MultimodalCNN, example: dict[str, torch.Tensor]) -> str:
     """Log ``model`` to the active run with ``mlflow.pytorch`` as a single-input model.
 
     The logged model takes the modalities stacked along channels (``StackedInputModel``), so the
@@ -256,7 +319,8 @@ def log_pytorch_model(model: torch.nn.Module, example: dict[str, torch.Tensor]) 
         wrapped, name="model", signature=infer_signature(x, logits.numpy()), input_example=x,
         pip_requirements=model_requirements())
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
-    return info.model_uri
+    model_uri: str = info.model_uri
+    return model_uri
 
 
 def run_reference(run: mlflow.ActiveRun, tracking: TrackingParams) -> dict[str, str]:
@@ -271,7 +335,8 @@ def read_run_reference(model_dir: Path) -> dict[str, str]:
     if not path.is_file():
         raise DatasetError(path, "the model has no MLflow run reference",
                            "re-run the train stage (`dvc repro train`)")
-    return json.loads(path.read_text())
+    reference: dict[str, str] = json.loads(path.read_text())
+    return reference
 
 
 @contextmanager

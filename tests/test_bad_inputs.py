@@ -139,7 +139,50 @@ def test_typo_inside_a_modality_suggests_the_key(tmp_path: Path) -> None:
                        match=r"modalities\.s2\.resampeling.*did you mean 'resampling'"):
         load_params(write(tmp_path, {"ingest": {"source": "scene", "scene": scene}}))
 
+def test_unknown_spark_master_names_the_field_and_the_accepted_forms(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, {"spark": {"master": "sparky://nowhere"}}))
+    message = str(info.value)
+    assert "spark.master" in message and "'sparky://nowhere'" in message
+    for form in ("local[N]", "local[*]", "spark://host:port", "yarn", "k8s://"):
+        assert form in message
+
+
+@pytest.mark.parametrize("master", ["local", "local[2]", "local[*]", "local[4,2]",
+                                    "local-cluster[2,1,1024]", "spark://10.0.0.5:7077",
+                                    "spark://a:7077,b:7077", "yarn",
+                                    "k8s://https://kube.example:6443"])
+def test_every_spark_master_form_is_accepted(tmp_path: Path, master: str) -> None:
+    assert load_params(write(tmp_path, {"spark": {"master": master}})).spark.master == master
+
+
+@pytest.mark.parametrize("text", ["", "# every line commented out\n", "{}\n"])
+def test_an_empty_params_file_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=r"params\.yaml.*is empty.*built-in defaults.*"
+                                          r"git checkout params\.yaml"):
+        load_params(path)
+
+
 # --- Stage commands: one clear line and exit status 1 ---------------------------------------------
+def test_an_mlflow_server_that_is_not_there_fails_the_stage_at_once(tmp_path: Path) -> None:
+    """No minutes of HTTP retries: the store is checked once, before the flow starts."""
+    from pipeline.cluster import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["tracking"]["uri"] = uri
+    path = write(tmp_path, params)
+    done = run_stage("flows.train", "--params", str(path), cwd=tmp_path)  # evaluate, compare:
+    assert done.returncode == 1, done.stderr                                # the same check
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "tracking.uri" in last and uri in last
+    assert "no MLflow server answers" in last and "mlflow server" in last
+    assert "Traceback" not in done.stderr
+
+
+
 @pytest.mark.usefixtures("prefect_api")
 def test_params_typo_stops_the_stage_with_the_field_and_fix(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
@@ -159,6 +202,11 @@ def test_missing_input_names_the_stage_to_run(tmp_path: Path) -> None:
     assert "scene description not found" in done.stderr
     assert "dvc repro ingest" in done.stderr
     assert not (tmp_path / "out").exists()
+    # the message alone on the console; Prefect's traceback of the failed flow run in the log
+    assert "Traceback" not in done.stderr and "Finished in state Failed" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    log = (tmp_path / "logs" / "stages" / "prepare.log").read_text()
+    assert "Traceback" in log and "scene description not found" in log
 
 # --- Your own rasters (scene mode ingestion) ------------------------------------------------------
 def test_missing_file_names_the_file_and_the_params_field(user_data: Path) -> None:
@@ -278,6 +326,34 @@ def test_class_with_too_few_samples_is_an_error(scene_dir: Path, tmp_path: Path)
     with pytest.raises(DatasetError, match=r"labels\.tif: class 6 \(bare_soil\) has only 1 "
                                            r"patches.*too few to split.*ignored codes"):
         prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
+
+def test_a_class_with_no_pixel_is_a_warning_recorded_in_the_manifest(
+        scene_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = copy_scene(scene_dir, tmp_path)
+    scene = json.loads((raw / "scene.json").read_text())
+    scene["classes"]["9"] = "snow"  # in the class map, nowhere in the label raster
+    (raw / "scene.json").write_text(json.dumps(scene))
+    manifest = prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
+    assert manifest["absent_classes"] == {9: "snow"}
+    assert "snow" in manifest["classes"]
+    stored = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert stored["absent_classes"] == {"9": "snow"}
+    warning = capsys.readouterr().out
+    assert "warning: class 9 (snow)" in warning and "no pixel" in warning
+
+
+def test_a_class_with_pixels_but_no_patch_is_refused(scene_dir: Path, tmp_path: Path) -> None:
+    raw = copy_scene(scene_dir, tmp_path)
+    with rasterio.open(raw / "labels.tif", "r+") as dst:
+        labels = dst.read(1)
+        labels[labels == 6] = 5
+        labels[49, 49] = 6  # one pixel of bare soil, off the stride grid: no patch centre
+        dst.write(labels, 1)
+    with pytest.raises(DatasetError, match=r"class 6 \(bare_soil\) has only 0 patches.*"
+                                           r"min_class_samples"):
+        prepare_dataset(raw, tmp_path / "out", SMALL_PREPARE)
+    assert not (tmp_path / "out").exists()
+
 
 # --- BigEarthNet-MM -------------------------------------------------------------------------------
 def test_unknown_corine_label_names_the_file_and_field(tmp_path: Path) -> None:

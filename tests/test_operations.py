@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline.runtime import project_lock
+from pipeline.training.barrier import WORKER_NAME
 
 from .conftest import PROJECT_ROOT
 from .training.test_failures import torch_workers, wait_gone
@@ -54,18 +56,15 @@ def test_sigterm_during_training_stops_every_worker_and_fails_the_run(
         prepared_dir: Path, tmp_path: Path) -> None:
     process = start_training(prepared_dir, tmp_path)
     root = psutil.Process(process.pid)
-    deadline = time.monotonic() + 180
-    while len(workers := torch_workers(root)) < 2 and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate(timeout=30)
-        time.sleep(1)
-    assert len(workers) >= 2
+    stderr = StderrLines(process)
+    stderr.wait_for("[train data_parallel] epoch 1/")  # inside the training loop
+    assert len(workers := torch_workers(root)) == 2, workers
     everything = [root, *root.children(recursive=True)]
-    time.sleep(3)  # well inside the training loop
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    process.wait(timeout=120)
 
     assert process.returncode == 130
-    assert "interrupted: the stage stopped its workers" in stderr
+    assert "interrupted: the stage stopped its workers" in stderr.text()
     assert wait_gone(everything, 60) == []  # no orphan: workers, Spark, its Python daemons
     assert not (tmp_path / "model").exists()
     runs = project_runs(tmp_path)
@@ -79,14 +78,17 @@ def test_a_worker_killed_mid_epoch_fails_the_stage_and_its_run_and_leaves_no_mod
     # retries: 0, or the stage would resume from its last checkpoint and finish (see README)
     process = start_training(prepared_dir, tmp_path, timeout_s=300, retries=0)
     started = time.monotonic()
+    stderr = StderrLines(process)
+    stderr.wait_for("[train data_parallel] epoch 1/")  # rank 0 finished an epoch: in the loop
     rank_1 = wait_for_worker(psutil.Process(process.pid), rank=1, process=process)
-    time.sleep(3)  # well inside the training loop
     rank_1.send_signal(signal.SIGKILL)
-    _, stderr = process.communicate(timeout=180)
+    process.wait(timeout=180)
+    text = stderr.text()
 
     assert process.returncode == 1
-    assert f"worker rank 1 of 2 was killed by SIGKILL (signal 9, pid {rank_1.pid})" in stderr
-    assert re.search(r"during epoch \d+, step \d+", stderr)
+    assert f"worker rank 1 of 2 was killed by SIGKILL (signal 9, pid {rank_1.pid})" in text
+    assert re.search(r"killed by SIGKILL \(signal 9, pid \d+\) during epoch \d+, step \d+",
+                     text), text
     assert time.monotonic() - started < 300  # ended by the death, not by train.timeout_s
     assert not (tmp_path / "model").exists()
     (child,) = [r for r in project_runs(tmp_path) if r.data.tags.get("scheme") == "data_parallel"]
@@ -95,20 +97,50 @@ def test_a_worker_killed_mid_epoch_fails_the_stage_and_its_run_and_leaves_no_mod
     assert mlflow.MlflowClient(tracking_uri(tmp_path)).search_registered_models() == []
 
 
+class StderrLines:
+    """A process's stderr, read line by line as it comes (so a test can wait for a line); its
+    stdout is drained alongside."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self.reader.start()
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        for line in process.stderr:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+        with self.changed:
+            self.lines.append("")  # end of output
+            self.changed.notify_all()
+
+    def wait_for(self, text: str, seconds: float = 240) -> None:
+        """Return once a line containing ``text`` came; fail if the output ends without it."""
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: any(text in line for line in self.lines) or self.lines[-1:] == [""],
+                timeout=seconds)
+            assert found and any(text in line for line in self.lines), self.text()
+
+    def text(self) -> str:
+        self.reader.join(timeout=60)
+        return "".join(self.lines)
+
+
 def wait_for_worker(root: psutil.Process, rank: int, process: subprocess.Popen[str],
                     seconds: float = 180) -> psutil.Process:
-    """The training worker process of ``rank`` below ``root`` (a child of a torchrun agent),
-    once it has started."""
+    """The training worker process of ``rank`` below ``root`` (``landcover-r<rank>``), once it
+    has started."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate(timeout=30)
-        for agent in torch_workers(root):
+        for worker in torch_workers(root):
             try:
-                if "torch.distributed.run" not in " ".join(agent.cmdline()):
-                    continue
-                for worker in agent.children():
-                    if worker.environ().get("RANK") == str(rank):
-                        return worker
+                if worker.name() == WORKER_NAME.format(rank=rank):
+                    return worker
             except psutil.NoSuchProcess:
                 continue
         time.sleep(0.5)

@@ -133,13 +133,13 @@ def labels_19(corine: list[str], path: Path) -> list[str]:
     return [label for label in LABELS_19 if label in new]
 
 
-def _metadata(folder: Path) -> dict:
+def _metadata(folder: Path) -> dict[str, Any]:
     path = folder / f"{folder.name}_labels_metadata.json"
     if not path.is_file():
         raise DatasetError(path, "patch metadata not found",
                            "every BigEarthNet patch folder needs its *_labels_metadata.json")
     try:
-        meta = json.loads(path.read_text())
+        meta: dict[str, Any] = json.loads(path.read_text())
     except ValueError as exc:
         raise DatasetError(path, f"not valid JSON ({exc})", "restore the file from the dataset"
                            ) from exc
@@ -149,7 +149,7 @@ def _metadata(folder: Path) -> dict:
     return meta
 
 
-def ingest_bigearthnet(params: BigEarthNetParams, base: Path, out_dir: Path) -> dict:
+def ingest_bigearthnet(params: BigEarthNetParams, base: Path, out_dir: Path) -> dict[str, Any]:
     """Pair S1 and S2 patches, map their labels to 19 classes; write the index atomically.
 
     With no roots configured, the package's example patches are extracted into ``out_dir``.
@@ -159,7 +159,7 @@ def ingest_bigearthnet(params: BigEarthNetParams, base: Path, out_dir: Path) -> 
     """
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        if params.s1_root is None:
+        if params.s1_root is None or params.s2_root is None:  # both or neither (validated)
             s1_root, s2_root = extract_examples(tmp)
             roots = {"s1_root": s1_root.name, "s2_root": s2_root.name}
         else:
@@ -207,8 +207,9 @@ def _read_band(path: Path, size: int, band: str) -> np.ndarray:
                            "dataset, or remove the band from ingest.bigearthnet.s2_bands")
     try:
         with rasterio.open(path) as src:
-            return src.read(1, out_shape=(size, size), resampling=Resampling.bilinear
-                            ).astype(np.float64)
+            band_data: np.ndarray = src.read(1, out_shape=(size, size),
+                                             resampling=Resampling.bilinear).astype(np.float64)
+            return band_data
     except rasterio.errors.RasterioError as exc:
         raise DatasetError(path, f"unreadable raster ({exc})", "restore the file from the "
                            "dataset") from exc
@@ -246,7 +247,7 @@ def _missing(path: Path, band: str) -> Any:
     raise DatasetError(path, f"band {band} not found", "restore the patch folder from the dataset")
 
 
-def _read_pairs(raw_dir: str, index: dict, pairs: list[dict]) -> dict[str, Any]:
+def _read_pairs(raw_dir: str, index: dict[str, Any], pairs: list[dict[str, Any]]) -> dict[str, Any]:
     """One Spark task: the features of a chunk of pairs."""
     s1_root, s2_root = Path(raw_dir) / index["s1_root"], Path(raw_dir) / index["s2_root"]
     optical, sar = [], []
@@ -264,7 +265,7 @@ def _read_pairs(raw_dir: str, index: dict, pairs: list[dict]) -> dict[str, Any]:
 
 
 def prepare_bigearthnet(raw_dir: Path, out_dir: Path, params: PrepareParams,
-                        spark: object | None = None) -> dict:
+                        spark: object | None = None) -> dict[str, Any]:
     """Read the indexed pairs (Spark tasks of ``PAIRS_PER_TASK``), split, write ``out_dir``.
 
     Raises:

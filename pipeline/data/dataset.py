@@ -1,7 +1,9 @@
 """The prepared patches, loaded and normalised as tensors.
 
-The prepared data of one scene fits in memory many times over on the default settings, so a split
-is held as tensors and batches are index lookups: no DataLoader workers, no per-sample Python.
+``split`` holds a whole split as tensors (evaluation, validation: batches are index lookups).
+``stream`` is what training workers use: only the centres and labels are held, and each batch's
+patches are cut from the memory-mapped scene arrays when it is asked for, so a worker's memory
+does not grow with the dataset, and a worker reads only its shard and the modalities it owns.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +24,7 @@ from pipeline.data.prepared_store import (
     prepared_files,
 )
 from pipeline.data.split import SPLITS, block_ids
-from pipeline.data.split_reader import read_split
+from pipeline.data.split_reader import cut_batch, read_centres, read_split
 from pipeline.errors import DatasetError
 from pipeline.objective import MULTI_LABEL, SINGLE_LABEL
 
@@ -46,6 +49,40 @@ class PatchSplit:
         """The inputs and labels at ``index``."""
         index = torch.as_tensor(index, dtype=torch.long)
         return {name: x[index] for name, x in self.inputs.items()}, self.labels[index]
+
+
+@dataclass(frozen=True)
+class StreamingSplit:
+    """One split read batch by batch from the memory-mapped scene arrays (layout ``scene``).
+
+    Holds the patch centres and labels (a few bytes per sample); ``batch`` cuts and normalises
+    only the requested samples of the requested modalities.
+    """
+
+    scene: dict[str, np.ndarray]
+    rows: np.ndarray
+    cols: np.ndarray
+    labels: torch.Tensor
+    patch_size: int
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, index: torch.Tensor | np.ndarray) -> tuple[dict[str, torch.Tensor],
+                                                               torch.Tensor]:
+        """The inputs (the modalities of ``mean``) and labels at ``index``."""
+        index = np.asarray(index, dtype=np.int64)
+        inputs = {}
+        for name in self.mean:
+            patches = cut_batch(self.scene[name], self.scene["invalid"], self.rows[index],
+                                self.cols[index], self.patch_size)
+            inputs[name] = torch.from_numpy((patches - self.mean[name]) / self.std[name])
+        return inputs, self.labels[torch.from_numpy(index)]
+
+
+TrainingSplit = StreamingSplit | PatchSplit  # what a training step draws its batches from
 
 
 @dataclass(frozen=True)
@@ -74,9 +111,10 @@ class PreparedDataset:
         return cls(root)
 
     @cached_property
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
         """The manifest written by the prepare stage."""
-        return json.loads((self.root / MANIFEST_FILE).read_text())
+        manifest: dict[str, Any] = json.loads((self.root / MANIFEST_FILE).read_text())
+        return manifest
 
     @property
     def task(self) -> str:
@@ -105,6 +143,33 @@ class PreparedDataset:
             return None
         return open_scene_arrays(self.root, self.manifest)
 
+    def _labels(self, label: np.ndarray) -> torch.Tensor:
+        if self.task == MULTI_LABEL:
+            return torch.from_numpy(label.astype(np.float32))
+        return torch.from_numpy(label.astype(np.int64))
+
+    def _statistics(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        stats = self.manifest["normalisation"][modality]
+        return (np.asarray(stats["mean"], dtype=np.float32)[None, :, None, None],
+                np.asarray(stats["std"], dtype=np.float32)[None, :, None, None])
+
+    def stream(self, name: str, modalities: list[str] | None = None
+               ) -> StreamingSplit | PatchSplit:
+        """Split ``name`` for training: read batch by batch, ``modalities`` only (default all).
+
+        A layout ``patches`` dataset (BigEarthNet: whole images in the split file) is loaded
+        whole (``split``).
+        """
+        if self._scene is None:
+            return self.split(name)
+        arrays = read_centres(self.root, name)
+        wanted = list(self.channels) if modalities is None else modalities
+        stats = {m: self._statistics(m) for m in wanted}
+        return StreamingSplit(
+            scene=self._scene, rows=arrays["row"], cols=arrays["col"],
+            labels=self._labels(arrays["label"]), patch_size=int(self.manifest["patch_size"]),
+            mean={m: s[0] for m, s in stats.items()}, std={m: s[1] for m, s in stats.items()})
+
     def split(self, name: str) -> PatchSplit:
         """Load split ``name`` (train/val/test), normalised with the training statistics."""
         if name not in SPLITS:
@@ -112,14 +177,9 @@ class PreparedDataset:
         arrays = read_split(self.root, name, self._scene)
         inputs = {}
         for modality in self.channels:
-            stats = self.manifest["normalisation"][modality]
-            mean = np.asarray(stats["mean"], dtype=np.float32)[None, :, None, None]
-            std = np.asarray(stats["std"], dtype=np.float32)[None, :, None, None]
+            mean, std = self._statistics(modality)
             inputs[modality] = torch.from_numpy((arrays[modality] - mean) / std)
-        if self.task == MULTI_LABEL:
-            labels = torch.from_numpy(arrays["label"].astype(np.float32))
-        else:
-            labels = torch.from_numpy(arrays["label"].astype(np.int64))
+        labels = self._labels(arrays["label"])
         block = self.manifest.get("block_size")
         groups = (block_ids(arrays["row"], arrays["col"], int(block))
                   if block and "row" in arrays else np.arange(len(labels)))

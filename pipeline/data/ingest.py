@@ -1,9 +1,10 @@
 """Scene mode: the user's own rasters, aligned onto one reference grid with ``rasterio.warp``.
 
-Each modality is a multi-band GeoTIFF or a folder of single-band GeoTIFFs (one per band, the file
-name ending in ``_<BAND>.tif`` or being ``<BAND>.tif``). The label raster's grid is the reference:
-every modality is reprojected onto it with its own resampling method (SAR in linear power, as
-delivered by Sentinel-1 GRD; a mean of decibels would be biased), labels are never resampled. The
+Each modality is a multi-band raster (GeoTIFF/COG, JPEG 2000, a VRT mosaic: anything GDAL reads)
+or a folder of single-band rasters, one per band, found by the band's name in the file name
+(``band_files``). The label raster's grid is the reference: every modality is reprojected onto it
+with its own resampling method (SAR in linear power; a band delivered in decibels, ``units: db``,
+is converted first: a mean of decibels would be biased), labels are never resampled. The
 result is a scene folder in the ``scene.json`` contract that the prepare stage reads.
 
 Reprojection goes band by band through GDAL's chunked warper (``rasterio.band`` in,
@@ -12,8 +13,8 @@ Reprojection goes band by band through GDAL's chunked warper (``rasterio.band`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -21,19 +22,15 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 
 from pipeline.config import ModalityParams, SceneParams
+from pipeline.data.band_files import match_band_files
+from pipeline.data.band_values import BandSource, check_units, convert_band, needs_conversion
 from pipeline.data.scene import Modality, SceneDescription
+from pipeline.data.sentinel2_safe import is_safe, safe_band_sources
+from pipeline.data.stac import stac_band_sources
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_path
 
 LABELS_FILE = "labels.tif"
-
-
-@dataclass(frozen=True)
-class BandSource:
-    """One band of the user's data: a file and the 1-based band index inside it."""
-
-    path: Path
-    index: int
 
 
 def resolve_bands(name: str, modality: ModalityParams, base: Path) -> list[BandSource]:
@@ -44,23 +41,19 @@ def resolve_bands(name: str, modality: ModalityParams, base: Path) -> list[BandS
     """
     path = (base / modality.path).resolve()
     field = f"ingest.scene.modalities.{name}"
+    if is_safe(path) or (path.suffix.lower() == ".json" and path.is_file()):
+        read = safe_band_sources if is_safe(path) else stac_band_sources
+        sources = read(path, modality.bands, field)
+        for source in sources:
+            _band_count(source.path)  # exists, readable, georeferenced
+        return sources
     if path.is_dir():
-        tifs = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
-        out = []
-        for band in modality.bands:
-            matches = [p for p in tifs if p.stem == band or p.stem.endswith(f"_{band}")]
-            if len(matches) != 1:
-                found = ", ".join(p.name for p in tifs) or "no GeoTIFFs"
-                raise DatasetError(path, f"band {band} of {field}: expected one file named "
-                                   f"'{band}.tif' or '*_{band}.tif', found {found}",
-                                   f"put one single-band GeoTIFF per band in the folder, or fix "
-                                   f"{field}.bands in params.yaml")
-            out.append(BandSource(matches[0], 1))
+        out = [BandSource(p, 1) for p in match_band_files(path, modality.bands, field)]
         for source in out:
             count = _band_count(source.path)
             if count != 1:
                 raise DatasetError(source.path, f"{count} bands in a per-band file of {field}",
-                                   "use single-band GeoTIFFs in a band folder, or point "
+                                   "use single-band rasters in a band folder, or point "
                                    f"{field}.path at the multi-band file")
         return out
     count = _band_count(path)
@@ -82,10 +75,11 @@ def _band_count(path: Path) -> int:
                 raise DatasetError(path, "raster has no CRS", "assign one, e.g. "
                                    "`gdal_edit.py -a_srs EPSG:32633 FILE`, or re-export it "
                                    "georeferenced")
-            return src.count
+            return int(src.count)
     except rasterio.errors.RasterioError as exc:
-        raise DatasetError(path, f"unreadable raster ({exc})", "check that the file is a valid "
-                           "GeoTIFF; re-download or re-export it") from exc
+        raise DatasetError(path, f"unreadable raster ({exc})", "check that the file is a raster "
+                           "GDAL reads (GeoTIFF, JPEG 2000, VRT); re-download or "
+                           "re-export it") from exc
 
 
 def _check_overlap(path: Path, src: rasterio.DatasetReader, ref: rasterio.DatasetReader,
@@ -137,7 +131,8 @@ def ingest_scene(params: SceneParams, base: Path, out_dir: Path) -> SceneDescrip
             tmp.mkdir()
             _copy_labels(ref, tmp / LABELS_FILE, profile)
             for name, modality in params.modalities.items():
-                _warp_modality(bands[name], modality, tmp / f"{name}.tif", profile)
+                _warp_modality(bands[name], modality, tmp / f"{name}.tif", profile,
+                               f"ingest.scene.modalities.{name}")
                 modalities[name] = Modality(path=f"{name}.tif", kind=modality.kind,
                                             bands=list(modality.bands),
                                             source=str((base / modality.path).resolve()))
@@ -148,7 +143,7 @@ def ingest_scene(params: SceneParams, base: Path, out_dir: Path) -> SceneDescrip
     return description
 
 
-def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict) -> None:
+def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict[str, Any]) -> None:
     with rasterio.open(dst_path, "w", count=1, dtype=ref.dtypes[0], nodata=ref.nodata,
                        **profile) as dst:
         for _, window in ref.block_windows(1):
@@ -156,40 +151,49 @@ def _copy_labels(ref: rasterio.DatasetReader, dst_path: Path, profile: dict) -> 
 
 
 def _warp_modality(sources: list[BandSource], modality: ModalityParams, dst_path: Path,
-                   profile: dict) -> None:
-    """Reproject every band onto the reference grid; outside the source it is nodata."""
+                   profile: dict[str, Any], field: str) -> None:
+    """Reproject every band onto the reference grid; outside the source it is nodata.
+
+    A band in dB or with a product scaling is converted first (``band_values``), into a
+    temporary file next to ``dst_path`` that is removed once reprojected.
+    """
     with rasterio.open(sources[0].path) as first:
         dtype = first.dtypes[sources[0].index - 1]
-        src_nodata = modality.nodata if modality.nodata is not None else first.nodata
-    dst_nodata = src_nodata
+        src_nodata = next((v for v in (modality.nodata, first.nodata, sources[0].nodata)
+                           if v is not None), None)
+    converted = any(needs_conversion(s, modality.units) for s in sources)
+    dst_nodata = float("nan") if converted else src_nodata
+    dtype = "float32" if converted else dtype
     if dst_nodata is None:  # pixels outside the source need a value that says so
         dst_nodata = float("nan") if np.dtype(dtype).kind == "f" else 0
+    scratch = dst_path.with_name(f".{dst_path.stem}.band.tif")
     with rasterio.open(dst_path, "w", count=len(sources), dtype=dtype, nodata=dst_nodata,
                        **profile) as dst:
         for index, (source, band) in enumerate(zip(sources, modality.bands, strict=True), 1):
             with rasterio.open(source.path) as src:
-                nodata = modality.nodata if modality.nodata is not None else src.nodata
+                nodata = next((v for v in (modality.nodata, src.nodata, source.nodata)
+                               if v is not None), None)
                 if modality.kind == "sar":
-                    _check_linear_power(src, source, band)
+                    check_units(src, source, band, modality.units, field)
                 try:
-                    reproject(source=rasterio.band(src, source.index),
-                              destination=rasterio.band(dst, index),
-                              src_nodata=nodata, dst_nodata=dst_nodata,
-                              resampling=Resampling[modality.resampling])
+                    if needs_conversion(source, modality.units):
+                        convert_band(src, source, modality.units, nodata, scratch)
+                        with rasterio.open(scratch) as linear:
+                            _reproject(rasterio.band(linear, 1), rasterio.band(dst, index),
+                                       float("nan"), dst_nodata, modality)
+                        scratch.unlink()
+                    else:
+                        _reproject(rasterio.band(src, source.index), rasterio.band(dst, index),
+                                   nodata, dst_nodata, modality)
                 except rasterio.errors.RasterioError as exc:  # e.g. a truncated file
                     raise DatasetError(source.path, f"unreadable raster: band {band} could not "
                                        f"be read ({exc})", "check that the file is complete "
-                                       "and a valid GeoTIFF; re-download or re-export it"
+                                       "and a raster GDAL reads; re-download or re-export it"
                                        ) from exc
             dst.set_band_description(index, band)
 
 
-def _check_linear_power(src: rasterio.DatasetReader, source: BandSource, band: str) -> None:
-    """SAR must be linear power: negative values mean decibels (a sample of windows is read)."""
-    for _, window in list(src.block_windows(source.index))[:16]:
-        data = src.read(source.index, window=window, masked=True)
-        if np.ma.count(data) and float(np.ma.min(data)) < 0:
-            raise DatasetError(source.path, f"band {band} has negative values: SAR must be in "
-                               "linear power, this looks like decibels",
-                               "convert to linear power (10 ** (dB / 10)) before ingesting")
-
+def _reproject(source: rasterio.Band, destination: rasterio.Band, src_nodata: float | None,
+               dst_nodata: float, modality: ModalityParams) -> None:
+    reproject(source=source, destination=destination, src_nodata=src_nodata,
+              dst_nodata=dst_nodata, resampling=Resampling[modality.resampling])

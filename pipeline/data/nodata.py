@@ -9,6 +9,7 @@ counted); an invalid pixel of a kept patch takes the mean of its patch's valid p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -17,7 +18,7 @@ from pipeline.data.windows import extract_patches, window_sums
 
 
 def valid_pixels(data: np.ndarray, nodata: float | None, path: Path, band_names: list[str],
-                 window: Window) -> tuple[np.ndarray, dict | None]:
+                 window: Window) -> tuple[np.ndarray, dict[str, Any] | None]:
     """The valid-pixel mask of ``data`` read in ``window`` (nodata and NaN-as-nodata are invalid).
 
     Returns an error record as well, instead of raising, when a value is NaN or infinite (not

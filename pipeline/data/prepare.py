@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def check_scene(scene_dir: Path, scene: SceneDescription) -> Grid:
 
 
 def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
-                    spark: object | None = None) -> dict:
+                    spark: object | None = None) -> dict[str, Any]:
     """Find, split and describe the patches of the scene in ``scene_dir``; write ``out_dir``.
 
     ``out_dir`` receives ``scene/<modality>.npy`` (the feature raster per modality,
@@ -106,8 +107,9 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
         codes = sorted(scene.classes)
         labels = np.searchsorted(codes, centres["code"]).astype(np.int64)  # all codes known
         counts = np.bincount(labels, minlength=len(codes))
+        absent = absent_classes(scene, {c for r in results for c in r["seen"]})
         for code, count in zip(codes, counts, strict=True):
-            if 0 < count < params.min_class_samples:
+            if code not in absent and count < params.min_class_samples:
                 raise DatasetError(scene_dir / scene.labels,
                                    f"class {code} ({scene.classes[code]}) has only {count} "
                                    f"patches, fewer than prepare.min_class_samples="
@@ -137,6 +139,7 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
                            for name, m in scene.modalities.items()},
             "classes": [scene.classes[c] for c in codes],
             "class_codes": codes,
+            "absent_classes": absent,
             "patch_size": params.patch_size,
             "block_size": params.block_size,
             "label_rule": params.label,
@@ -157,7 +160,22 @@ def prepare_dataset(scene_dir: Path, out_dir: Path, params: PrepareParams,
     return manifest
 
 
-def gather_centres(results: list[dict], windows: list[tuple[int, int, int, int]],
+def absent_classes(scene: SceneDescription, seen: set[int]) -> dict[int, str]:
+    """The classes of the class map with no pixel in the label raster, each with a warning.
+
+    Such a class stays an output of the model, which never learns it: the user is told (and
+    the manifest records it) rather than refused, since a class map is often shared by scenes.
+    A class that has pixels but too few patches is refused (``prepare.min_class_samples``).
+    """
+    absent = {code: name for code, name in sorted(scene.classes.items()) if code not in seen}
+    for code, name in absent.items():
+        print(f"warning: class {code} ({name}) of ingest.scene.classes has no pixel in "
+              f"{scene.labels}: the model keeps it as an output it never learns; remove it "
+              "from ingest.scene.classes if the scene cannot have it")
+    return absent
+
+
+def gather_centres(results: list[dict[str, Any]], windows: list[tuple[int, int, int, int]],
                    lattice: tuple[np.ndarray, np.ndarray], scene: SceneDescription,
                    scene_dir: Path) -> dict[str, np.ndarray]:
     """The windows' patch centres (``code``, ``row``, ``col``) in scene order (row-major).
@@ -186,7 +204,7 @@ def gather_centres(results: list[dict], windows: list[tuple[int, int, int, int]]
     if not kept.any():
         dropped = {name: sum(r["dropped_nodata_by"].get(name, 0) for r in results)
                    for name in scene.modalities}
-        worst = max(dropped, key=dropped.get) if dropped else None
+        worst = max(dropped, key=dropped.__getitem__) if dropped else None
         if worst is not None and dropped[worst] > 0:
             raise DatasetError(scene_dir / scene.modalities[worst].path,
                                f"all-nodata region: every labelled patch has more than the "

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,7 +34,7 @@ PATCHES_LAYOUT = "patches"  # a split holds its patches (BigEarthNet: a patch is
 # The scene arrays: one .npy per modality (and the nodata mask), written window by window.
 
 
-def scene_array_names(manifest: dict) -> list[str]:
+def scene_array_names(manifest: dict[str, Any]) -> list[str]:
     """The scene arrays of a prepared dataset: one per modality, then ``invalid``."""
     return [*manifest["modalities"], "invalid"]
 
@@ -75,7 +76,8 @@ def window_digest(window: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(window).data).hexdigest()
 
 
-def open_scene_arrays(root: Path, manifest: dict, mode: str = "r") -> dict[str, np.ndarray]:
+def open_scene_arrays(root: Path, manifest: dict[str, Any],
+                      mode: Literal["r", "r+", "w+", "c"] = "r") -> dict[str, np.ndarray]:
     """The scene arrays of a prepared dataset (layout ``scene``), memory-mapped."""
     return {name: np.load(root / scene_array_file(name), mmap_mode=mode)
             for name in scene_array_names(manifest)}
@@ -85,8 +87,9 @@ def open_scene_arrays(root: Path, manifest: dict, mode: str = "r") -> dict[str, 
 # The split files and the manifest.
 
 
-def write_prepared(out_dir: Path, per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
-                   preview: Callable[[Path], None] | None = None) -> dict:
+def write_prepared(out_dir: Path, per_split: dict[str, dict[str, np.ndarray]],
+                   manifest: dict[str, Any],
+                   preview: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """Write a dataset whose splits hold their patches (layout ``patches``), atomically.
 
     Adds the layout, the training statistics and the fingerprint to ``manifest``.
@@ -101,17 +104,18 @@ def write_prepared(out_dir: Path, per_split: dict[str, dict[str, np.ndarray]], m
     return manifest
 
 
-def write_files(folder: Path, per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
+def write_files(folder: Path, per_split: dict[str, dict[str, np.ndarray]], manifest: dict[str, Any],
                 preview: Callable[[Path], None] | None) -> None:
     """The splits' ``.npz`` files, ``manifest.json`` and the preview, into ``folder``."""
     for name, arrays in per_split.items():
-        np.savez(folder / f"{name}.npz", **arrays)
+        # mypy checks `**arrays` against savez's `allow_pickle: bool` too; the keys are array names
+        np.savez(folder / f"{name}.npz", **arrays)  # type: ignore[arg-type]
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     if preview is not None:
         preview(folder / PREVIEW_FILE)
 
 
-def prepared_files(manifest: dict) -> list[str]:
+def prepared_files(manifest: dict[str, Any]) -> list[str]:
     """The data files of a prepared dataset with this manifest, relative to its folder."""
     scene = []
     if manifest.get("layout") == SCENE_LAYOUT:
@@ -123,7 +127,7 @@ def prepared_files(manifest: dict) -> list[str]:
 # The fingerprint.
 
 
-def fingerprint(per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
+def fingerprint(per_split: dict[str, dict[str, np.ndarray]], manifest: dict[str, Any],
                 scene_windows: list[dict[str, str]] | None = None) -> str:
     """sha256 over every array (name, dtype, shape, bytes) and the manifest (sans fingerprint).
 
@@ -138,7 +142,7 @@ def fingerprint(per_split: dict[str, dict[str, np.ndarray]], manifest: dict,
             digest.update(array.tobytes())
     for name in sorted(scene_windows[0]) if scene_windows else []:
         digest.update(f"{SCENE_DIR}/{name}".encode())
-        for window in scene_windows:
+        for window in scene_windows or []:  # not None: the loop over its first runs
             digest.update(bytes.fromhex(window[name]))
     rest = {k: v for k, v in manifest.items() if k != "fingerprint"}
     digest.update(json.dumps(rest, sort_keys=True).encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -45,7 +46,7 @@ def read_grid(path: Path) -> tuple[Grid, int, float | None]:
     return grid, count, nodata
 
 
-def read_raster(path: Path) -> tuple[np.ndarray, dict]:
+def read_raster(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Read all bands of a GeoTIFF as ``(bands, H, W)`` plus its grid (small rasters only).
 
     Raises:
@@ -66,5 +67,7 @@ def to_features(data: np.ndarray, kind: str) -> np.ndarray:
     """Physical values the network sees: reflectance for optical, decibels for SAR."""
     if kind == "sar":
         power = np.maximum(data, np.float32(1e-6), dtype=np.float32)
-        return np.multiply(np.log10(power, out=power), np.float32(10.0), out=power)
-    return np.divide(data, np.float32(10000.0), dtype=np.float32)
+        decibels: np.ndarray = np.multiply(np.log10(power, out=power), np.float32(10.0), out=power)
+        return decibels
+    reflectance: np.ndarray = np.divide(data, np.float32(10000.0), dtype=np.float32)
+    return reflectance

@@ -165,5 +165,7 @@ def split_arrays(arrays: dict[str, np.ndarray], split: np.ndarray, where: Path,
 def split_counts(labels: np.ndarray, num_classes: int) -> list[int]:
     """Samples per class: class indices ``(N,)`` or multi-hot ``(N, K)`` (positives per class)."""
     if labels.ndim == 2:
-        return labels.sum(axis=0).astype(int).tolist()
-    return np.bincount(labels, minlength=num_classes).tolist()
+        positives: list[int] = labels.sum(axis=0).astype(int).tolist()
+        return positives
+    counts: list[int] = np.bincount(labels, minlength=num_classes).tolist()
+    return counts

@@ -7,9 +7,37 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.nodata import cut_patches
+from pipeline.data.nodata import cut_patches, fill_invalid
 from pipeline.data.prepared_store import MANIFEST_FILE, SCENE_LAYOUT, open_scene_arrays
 from pipeline.data.split import SPLITS
+from pipeline.data.windows import extract_patches
+
+
+def read_centres(root: Path | str, name: str) -> dict[str, np.ndarray]:
+    """The small arrays of split ``name`` (``row``, ``col``, ``label``): no patch is cut.
+
+    Raises:
+        ValueError: ``name`` is not a split.
+    """
+    if name not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+    with np.load(Path(root) / f"{name}.npz") as data:
+        return dict(data)
+
+
+def cut_batch(image: np.ndarray, invalid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+              patch_size: int) -> np.ndarray:
+    """Patches ``(n, bands, p, p)`` float32 of a memory-mapped feature raster, nodata filled.
+
+    Unlike ``cut_patches`` it never scans the whole nodata mask: only the pixels of these
+    patches are read (what a training step needs of the store).
+    """
+    patches = extract_patches(image, rows, cols, patch_size)
+    mask = extract_patches(invalid, rows, cols, patch_size)
+    dirty = np.flatnonzero(mask.any(axis=(1, 2)))
+    if len(dirty):
+        patches[dirty] = fill_invalid(patches[dirty], mask[dirty])
+    return patches.astype(np.float32, copy=False)
 
 
 def read_split(root: Path | str, name: str, scene: dict[str, np.ndarray] | None = None

@@ -7,6 +7,7 @@ that no pixel of a validation or test block enters them and the driver never hol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,10 +70,11 @@ def block_pixel_sums(features: dict[str, np.ndarray], invalid: np.ndarray,
 def _block_starts(start: int, length: int, block_size: int) -> np.ndarray:
     """Offsets, within a span of ``length`` pixels from ``start``, where a block begins."""
     first = -start % block_size or block_size
-    return np.r_[0, np.arange(first, length, block_size)]
+    starts: np.ndarray = np.r_[0, np.arange(first, length, block_size)]
+    return starts
 
 
-def training_stats(results: list[dict], train_blocks: np.ndarray,
+def training_stats(results: list[dict[str, Any]], train_blocks: np.ndarray,
                    modalities: list[str]) -> dict[str, BandStats]:
     """Mean and std per band over the valid pixels of the training blocks.
 

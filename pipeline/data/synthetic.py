@@ -10,6 +10,7 @@ through them), so neither modality alone is enough: the two complement each othe
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -51,7 +52,8 @@ def land_cover(params: SyntheticSceneParams, rng: np.random.Generator) -> np.nda
     """Class codes (1..6) in coherent regions, shape ``(height, width)``."""
     fields = rng.standard_normal((len(CLASSES), params.height, params.width))
     smooth = np.stack([gaussian_filter(f, params.region_scale_px, mode="wrap") for f in fields])
-    return (np.argmax(smooth, axis=0) + 1).astype(np.uint8)
+    codes: np.ndarray = (np.argmax(smooth, axis=0) + 1).astype(np.uint8)
+    return codes
 
 
 def _within_class_variation(shape: tuple[int, int], rng: np.random.Generator,
@@ -59,7 +61,8 @@ def _within_class_variation(shape: tuple[int, int], rng: np.random.Generator,
     """A smooth multiplicative field around 1 (e.g. crop vigour, soil moisture)."""
     field = gaussian_filter(rng.standard_normal(shape), scale_px)
     field /= field.std() + 1e-12
-    return 1.0 + amplitude * field
+    around_one: np.ndarray = 1.0 + amplitude * field
+    return around_one
 
 
 def optical_image(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -68,7 +71,8 @@ def optical_image(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     variation = _within_class_variation(labels.shape, rng, 4.0, 0.08)
     noise = 1.0 + 0.05 * rng.standard_normal(mean.shape)
     reflectance = np.clip(mean * variation * noise, 0.0001, 1.0)
-    return np.round(reflectance * 10000).astype(np.uint16)
+    scaled: np.ndarray = np.round(reflectance * 10000).astype(np.uint16)
+    return scaled
 
 
 def sar_image(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -76,7 +80,8 @@ def sar_image(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     mean = _BACKSCATTER[labels - 1].transpose(2, 0, 1)
     variation = _within_class_variation(labels.shape, rng, 6.0, 0.15)
     speckle = rng.gamma(_SPECKLE_LOOKS, 1.0 / _SPECKLE_LOOKS, size=mean.shape)
-    return (mean * np.clip(variation, 0.2, None) * speckle).astype(np.float32)
+    backscatter: np.ndarray = (mean * np.clip(variation, 0.2, None) * speckle).astype(np.float32)
+    return backscatter
 
 
 def cloud_cover(shape: tuple[int, int], fraction: float, rng: np.random.Generator,
@@ -105,7 +110,8 @@ def add_clouds(reflectance: np.ndarray, cloud: np.ndarray, shadow: np.ndarray,
     """Blend thick, bright clouds and dark shadows into reflectance ``(bands, H, W)``."""
     top = 0.45 + 0.15 * gaussian_filter(rng.standard_normal(cloud.shape), 3.0)
     cloudy = (1 - cloud) * reflectance + cloud * np.clip(top, 0.25, 0.8)[None]
-    return cloudy * (1.0 - 0.75 * shadow)[None]
+    blended: np.ndarray = cloudy * (1.0 - 0.75 * shadow)[None]
+    return blended
 
 
 def write_synthetic_scene(params: SyntheticSceneParams, out_dir: Path) -> SceneDescription:
@@ -152,7 +158,7 @@ def write_synthetic_scene(params: SyntheticSceneParams, out_dir: Path) -> SceneD
     return description
 
 
-def _write(path: Path, data: np.ndarray, profile: dict, bands: list[str],
+def _write(path: Path, data: np.ndarray, profile: dict[str, Any], bands: list[str],
            nodata: float | None) -> None:
     with rasterio.open(path, "w", count=data.shape[0], dtype=data.dtype, nodata=nodata,
                        **profile) as dst:

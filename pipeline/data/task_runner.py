@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 
 class ProgressLog:
@@ -31,11 +31,15 @@ class ProgressLog:
                      f"{extra} | elapsed {elapsed:.1f}s, ETA {eta:.1f}s")
 
 
-def run_tasks(func: Callable[[Any], dict], items: list, spark: object | None,
-              progress: ProgressLog) -> list[dict]:
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def run_tasks(func: Callable[[T], R], items: list[T], spark: object | None,
+              progress: ProgressLog) -> list[R]:
     """``[func(x) for x in items]``, as one Spark task per item when ``spark`` is given."""
     if spark is None:
-        out = []
+        out: list[R] = []
         for item in items:
             out.append(func(item))
             progress.update(len(out))
@@ -65,4 +69,5 @@ def run_tasks(func: Callable[[Any], dict], items: list, spark: object | None,
         progress.update(min(done, len(items) - 1) if thread.is_alive() else len(items))
     if "error" in box:
         raise box["error"]
-    return box["result"]
+    result: list[R] = box["result"]
+    return result

@@ -9,7 +9,7 @@ each spatial block it covers (for the training statistics) and a digest of what 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -36,8 +36,9 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
     ``centre_lattice`` points are patch centres (bits, row-major), and ``code``, the class code of
     each (the label raster's type); ``block``, ``pixels`` and ``sums``, the valid pixels'
     count and sums of each spatial block in the core window (``block_pixel_sums``); ``digest``,
-    a sha256 per array of the window written; counts of dropped patches; label codes seen that
-    are in neither the class map nor the ignored codes; and ``error`` (``None``, or the file,
+    a sha256 per array of the window written; counts of dropped patches; ``seen``, the label
+    codes of the core window's pixels; label codes seen that are in neither the class map nor
+    the ignored codes; and ``error`` (``None``, or the file,
     problem and fix of bad values).
     """
     root = Path(scene_dir)
@@ -60,8 +61,8 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
                              indexing="ij")
     keep = ~np.isin(stored[rows, cols], ignore)
 
-    result: dict[str, Any] = {"unknown": unknown, "error": None, "dropped_nodata": 0,
-                              "dropped_nodata_by": {}}
+    result: dict[str, Any] = {"unknown": unknown, "seen": seen.tolist(), "error": None,
+                              "dropped_nodata": 0, "dropped_nodata_by": {}}
     invalid_any = np.zeros((bottom - top, right - left), dtype=bool)
     features: dict[str, np.ndarray] = {}
     invalid_by: dict[str, np.ndarray] = {}
@@ -73,7 +74,7 @@ def extract_window(scene_dir: str, scene: SceneDescription, params: PrepareParam
             if modality.source:
                 error["problem"] += f" (aligned from {modality.source})"
             return result | {"error": error}
-        invalid_by[name] = ~valid.all(axis=0)
+        invalid_by[name] = ~cast(np.ndarray, valid.all(axis=0))  # an array: valid is 3-D
         invalid_any |= invalid_by[name]
         pixels = data[:, inner[0], inner[1]]  # the halo's only use is the nodata mask
         if not valid.all():

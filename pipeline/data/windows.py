@@ -40,7 +40,8 @@ def lattice_window(lattice: tuple[np.ndarray, np.ndarray], core: tuple[int, int,
 def patch_centres(labels: np.ndarray, ignore: list[int], patch_size: int,
                   stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of labelled pixels on a ``stride`` grid whose patch fits in the scene."""
-    rows, cols = np.meshgrid(*centre_lattice(*labels.shape, patch_size, stride), indexing="ij")
+    rows, cols = np.meshgrid(*centre_lattice(labels.shape[0], labels.shape[1], patch_size, stride),
+                             indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
     keep = ~np.isin(labels[rows, cols], ignore)
     return rows[keep], cols[keep]
@@ -67,4 +68,6 @@ def window_sums(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
     top, left = rows - half, cols - half
     bottom, right = top + patch_size, left + patch_size
-    return table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+    counts: np.ndarray = (table[bottom, right] - table[top, right] - table[bottom, left]
+                          + table[top, left])
+    return counts

@@ -1,7 +1,7 @@
 """Model-parallel inference: the layout's units on different workers, activations passed on.
 
-The same Spark barrier tasks as training (``TorchDistributor(local_mode=False)``, one PyTorch
-process per task, gloo) run :func:`infer_worker`. Each worker holds the units its local rank has in
+The same Spark barrier tasks as training (:mod:`pipeline.training.barrier`, one PyTorch process
+per task, gloo) run :func:`infer_worker`. Each worker holds the units its local rank has in
 the scheme's :class:`~pipeline.training.layout.Layout` (modality branches for branch-parallel and
 hybrid, consecutive layers for pipeline-parallel), runs them forward only, and sends every
 activation another rank reads through a counting :class:`~pipeline.training.comm.Comm`. Sends are
@@ -12,7 +12,7 @@ Each pass starts and ends on a barrier. A batch's latency is, as for every deplo
 from submission to its decisions: from the moment the first worker that reads its inputs starts on
 it to the moment the worker that produces the logits has decided it (wall-clock stamps of two
 processes: exact on one machine, within the clocks' synchronisation on a cluster).
-``TorchDistributor``'s launch (processes, process group) is reported separately as the set-up time.
+The launch (processes, process group) is reported separately as the set-up time.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from pipeline.inference.timing import Timing, submission_to_decision
 from pipeline.model import LOGITS
 from pipeline.model_store import load_model
 from pipeline.objective import decide
+from pipeline.training.barrier import run_workers
 from pipeline.training.comm import Comm
+from pipeline.training.failures import WorkerReports
 from pipeline.training.layout import layout_for
 from pipeline.training.layout_runner import LayoutRunner
-from pipeline.training.schemes import run_with_timeout
 
 
 def infer_worker(job: InferJob) -> dict[str, Any] | None:
@@ -119,8 +120,6 @@ def time_model_parallel(spark: Any, job: InferJob) -> Timing:
     Raises:
         TrainingError: too few task slots, a worker failed, or it outlasted ``job.timeout_s``.
     """
-    from pyspark.ml.torch.distributor import TorchDistributor
-
     model, _ = load_model(Path(job.model_dir))
     layout = layout_for(model.config, job.parallel, model)
     job = job.resolved()
@@ -132,17 +131,18 @@ def time_model_parallel(spark: Any, job: InferJob) -> Timing:
                 f"{job.parallel.scheme} inference needs {layout.world_size} workers but the "
                 f"Spark application has only {slots} task slots. Fix: give Spark more slots "
                 "(spark.master, e.g. local[4])")
-    distributor = TorchDistributor(num_processes=layout.world_size, local_mode=False,
-                                   use_gpu=False)
     start = time.perf_counter()
     try:
-        result = run_with_timeout(spark, lambda: distributor.run(infer_worker, job), job.timeout_s)
+        outcomes = run_workers(spark, infer_worker, job, layout.world_size, job.timeout_s)
     except TrainingError:
         raise
     except Exception as exc:
-        raise TrainingError(f"{job.parallel.scheme} inference on Spark failed: "
-                            f"{str(exc).strip()[:500]} (the workers' output above has the "
-                            "details)") from exc
+        raise TrainingError(WorkerReports().summary(job.parallel.scheme, layout.world_size, exc,
+                                                    activity="inference")) from exc
+    if not all(o.ok for o in outcomes):
+        raise TrainingError(WorkerReports.of(outcomes).summary(
+            job.parallel.scheme, layout.world_size, activity="inference"))
+    result = outcomes[0].result
     total = time.perf_counter() - start
     if not isinstance(result, dict):
         raise TrainingError(f"{job.parallel.scheme} inference returned no result from rank 0")

@@ -7,10 +7,12 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlparse
 
 from pipeline.config import Params
-from pipeline.data.dataset import MANIFEST_FILE, PreparedDataset
+from pipeline.data.dataset import PreparedDataset
+from pipeline.data.prepared_store import MANIFEST_FILE
 from pipeline.emulated_network import parse_rate
 from pipeline.errors import ParamsError
 from pipeline.model import ModelConfig
@@ -20,7 +22,15 @@ from pipeline.plan.simulate import Network
 from pipeline.training.job import TrainJob
 from pipeline.training.trainer import parallel_settings
 
-EMBEDDED_SCENE = {"channels": {"optical": 4, "sar": 2}, "num_classes": 6, "task": SINGLE_LABEL}
+
+class _Scene(TypedDict):
+    channels: dict[str, int]
+    num_classes: int
+    task: str
+
+
+EMBEDDED_SCENE: _Scene = {
+    "channels": {"optical": 4, "sar": 2}, "num_classes": 6, "task": SINGLE_LABEL}
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([kmgt])b?$", re.IGNORECASE)
 
 
@@ -44,13 +54,15 @@ class PlanSetting:
     worker_memory_bytes: int | None
     copy_bytes_s: float
     duplex_bytes_s: float
+    time_slice_s: float | None = None  # the shared cores' scheduler slice (measured)
 
     def network(self, link_rate: str | None = None) -> Network:
         """The network at ``link_rate`` (default: this setting's)."""
         rate = link_rate if link_rate is not None else self.link_rate
         return Network(rate_bytes_s=parse_rate(rate) / 8 if rate else None,
                        latency_s=self.latency_s, copy_bytes_s=self.copy_bytes_s,
-                       duplex_bytes_s=self.duplex_bytes_s, shared_cores=self.shared_cores)
+                       duplex_bytes_s=self.duplex_bytes_s, shared_cores=self.shared_cores,
+                       time_slice_s=self.time_slice_s if self.shared_cores else None)
 
 
 def model_config(params: Params, prepared: Path) -> tuple[ModelConfig, int, str]:
@@ -135,5 +147,6 @@ def setting(params: Params, probe: MachineProbe | None) -> PlanSetting:
                        shared_cores=cores or None, threads_per_worker=_threads(params),
                        worker_memory_bytes=parse_memory(memory) if memory else None,
                        copy_bytes_s=probe.copy_bytes_s if probe else float("inf"),
-                       duplex_bytes_s=probe.duplex_bytes_s if probe else float("inf"))
+                       duplex_bytes_s=probe.duplex_bytes_s if probe else float("inf"),
+                       time_slice_s=probe.time_slice_s if probe else None)
 

@@ -3,7 +3,8 @@
 Two processes on 127.0.0.1 (a gloo process group, as training uses) bounce a 4-byte tensor back
 and forth (half the median round trip is the per-message latency), send a large tensor one way
 (its bytes over the time is how fast the stack moves bytes when no link limits it), and both
-send one at once (the rate each way when both directions are busy, as in an all-reduce). Cached
+send one at once (the rate each way when both directions are busy, as in an all-reduce); and the
+scheduler's time slice on the shared cores (:func:`pipeline.plan.corun.time_slice`). Cached
 per machine, like the compute profile. :func:`measure_on_spark` runs the same probe as two
 barrier tasks of a Spark cluster, on its links.
 """
@@ -12,21 +13,29 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import socket
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from queue import Empty
+from typing import TYPE_CHECKING, Any, cast
 
 from pipeline.io import write_json
+from pipeline.plan.corun import time_slice
 from pipeline.plan.profile import default_cache_dir, machine_id
+
+if TYPE_CHECKING:
+    import torch
+    from pyspark.sql import SparkSession
 
 ROUND_TRIPS = 200
 BULK_BYTES = 16 * 1024 * 1024
 BULK_REPEATS = 5
-PROBE_VERSION = 3
+PROBE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -37,17 +46,19 @@ class MachineProbe:
     latency_s: float
     copy_bytes_s: float
     duplex_bytes_s: float = float("inf")
+    time_slice_s: float | None = None  # the scheduler's, on this machine's shared cores
     version: int = PROBE_VERSION
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _message_worker(rank: int, port: int, latency_only: bool,
-                    queue: multiprocessing.Queue) -> None:
+                    queue: multiprocessing.Queue[Any]) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -60,7 +71,7 @@ def _message_worker(rank: int, port: int, latency_only: bool,
         dist.destroy_process_group()
 
 
-def _there_and_back(rank: int, outbound: object, reply: object) -> float:
+def _there_and_back(rank: int, outbound: torch.Tensor, reply: torch.Tensor) -> float:
     """Seconds for rank 0 to send ``outbound`` to rank 1 and receive ``reply`` from it."""
     import torch.distributed as dist
 
@@ -120,6 +131,7 @@ def _exchange(rank: int) -> tuple[float, float, float] | None:
         start = time.perf_counter()
         sending = dist.isend(bulk, peer)
         dist.recv(inbound, peer)
+        assert sending is not None  # None only for a rank outside the group
         sending.wait()
         dist.barrier()
         duplex.append(BULK_BYTES / (time.perf_counter() - start))
@@ -128,17 +140,19 @@ def _exchange(rank: int) -> tuple[float, float, float] | None:
     return None
 
 
-def measure_on_spark(spark: object) -> MachineProbe:
+def measure_on_spark(spark: SparkSession) -> MachineProbe:
     """The probe run as two barrier tasks of the Spark application ``spark`` (its cluster)."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    latency, rate, duplex = TorchDistributor(num_processes=2, local_mode=False,
-                                             use_gpu=False).run(probe_worker)
+    # run returns rank 0's result: probe_worker's tuple
+    latency, rate, duplex = cast(tuple[float, float, float], TorchDistributor(
+        num_processes=2, local_mode=False, use_gpu=False).run(probe_worker))
     return MachineProbe(machine=f"spark {spark.sparkContext.master}", latency_s=latency,
                         copy_bytes_s=rate, duplex_bytes_s=duplex)
 
 
-def _spawn(target, args: list[tuple], results: int, timeout_s: float = 120) -> list:  # noqa: ANN001
+def _spawn(target: Callable[..., None], args: list[tuple[object, ...]], results: int,
+           timeout_s: float = 120) -> list[Any]:
     """Run ``target(*a, queue)`` in a fresh process for each ``a`` of ``args``; ``results`` puts.
 
     Raises:
@@ -149,7 +163,7 @@ def _spawn(target, args: list[tuple], results: int, timeout_s: float = 120) -> l
     workers = [context.Process(target=target, args=(*a, queue), daemon=True) for a in args]
     for worker in workers:
         worker.start()
-    out: list = []
+    out: list[Any] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(out) < results:
@@ -174,7 +188,7 @@ def measure() -> MachineProbe:
     [(latency, rate, duplex)] = _spawn(_message_worker, [(0, port, False), (1, port, False)],
                                        results=1)
     return MachineProbe(machine=machine_id(), latency_s=latency, copy_bytes_s=rate,
-                        duplex_bytes_s=duplex)
+                        duplex_bytes_s=duplex, time_slice_s=time_slice(os.cpu_count() or 1))
 
 
 def load_or_measure(cache_dir: Path | None = None) -> MachineProbe:
@@ -192,6 +206,7 @@ def load_or_measure(cache_dir: Path | None = None) -> MachineProbe:
     probe = measure()
     print(f"[plan] latency {probe.latency_s * 1e6:.0f} us, bulk rate one way "
           f"{probe.copy_bytes_s / 1e9:.2f} GB/s, both ways at once {probe.duplex_bytes_s / 1e9:.2f}"
-          f" GB/s; cached in {path}", flush=True)
+          f" GB/s, scheduler time slice {(probe.time_slice_s or 0) * 1e3:.1f} ms; cached in "
+          f"{path}", flush=True)
     write_json(path, asdict(probe))
     return probe

@@ -18,7 +18,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from pipeline.plan.profile import ComputeProfile
-from pipeline.plan.programs import SchemePrograms, batch_sizes, shard_sizes
+from pipeline.plan.programs import SchemePrograms, batch_sizes, scaled_to, shard_sizes
+from pipeline.plan.scheme_profile import SchemeProfile
 from pipeline.plan.simulate import Network, simulate, wire_bytes
 from pipeline.training.job import TrainJob
 from pipeline.training.layout import activation_shapes, cross_rank_edges, layout_for
@@ -60,9 +61,14 @@ class Prediction:
         return asdict(self) | {"samples_per_s": self.samples_per_s, "bound": self.bound}
 
 
-def predict(job: TrainJob, patch_size: int, profile: ComputeProfile,
-            network: Network) -> Prediction:
-    """Predict ``job`` (its scheme, model, batch and settings) on ``network``."""
+def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Network,
+            scheme_profile: SchemeProfile | None = None) -> Prediction:
+    """Predict ``job`` (its scheme, model, batch and settings) on ``network``.
+
+    With ``scheme_profile`` (the job's strategy measured on local processes sharing this
+    machine's cores), each worker computes what it measured per step, and the co-run slowdown
+    is not applied again (it is inside the measurement).
+    """
     built = SchemePrograms(job, profile, patch_size)
     missing = batch_sizes(job) - profile.batch_sizes
     if missing:
@@ -71,9 +77,18 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile,
     steps = SIMULATED_STEPS
     if job.parallel.scheme == "data_parallel" and job.parallel.sync_every > 1:
         steps = WARMUP_STEPS + 2 * job.parallel.sync_every
-    if network.shared_cores:
+    programs = built.programs()
+    if scheme_profile is not None:
+        if len(scheme_profile.cpu_s) != len(programs):
+            raise ValueError(f"the scheme profile has {len(scheme_profile.cpu_s)} workers, "
+                             f"{job.parallel.scheme} runs {len(programs)}; measure it for this "
+                             "job (pipeline.plan.scheme_profile.load_or_measure)")
+        programs = [scaled_to(p, cpu) for p, cpu in zip(programs, scheme_profile.cpu_s,
+                                                        strict=True)]
+        network = replace(network, corun_slowdown=())
+    elif network.shared_cores:
         network = replace(network, corun_slowdown=tuple(profile.corun_slowdown))
-    traces = simulate(built.programs(), network, steps)
+    traces = simulate(programs, network, steps)
     step_times = [t.steady_step_s(WARMUP_STEPS) for t in traces]
     busiest = max(range(len(traces)), key=step_times.__getitem__)
     compute = traces[busiest].compute_s / steps

@@ -14,12 +14,16 @@ compute profile:
   what was received; then replicas all-reduce each part's gradients, and the optimiser steps.
 
 Every worker also pays the step's measured overhead (:meth:`ComputeProfile.overhead`) once.
+
+With a scheme profile (:mod:`pipeline.plan.scheme_profile`: the scheme's real strategy run on
+local processes), :func:`scaled_to` scales each worker's compute operations, keeping their
+proportions, so that they sum to the CPU time per step that worker measured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -95,6 +99,23 @@ def powersgd_bytes(shape: tuple[int, ...], rank: int) -> float:
     r = min(rank, rows, cols)
     compressed = (rows + cols) * r
     return compressed * 4.0 if numel / compressed >= POWERSGD_MIN_COMPRESSION else numel * 4.0
+
+
+def compute_s(program: Program, step: int = POWERSGD_START_ITER) -> float:
+    """Seconds of compute in ``program``'s step ``step`` (a steady one by default)."""
+    return sum(op.seconds for op in program(step) if isinstance(op, Compute))
+
+
+def scaled_to(program: Program, seconds: float) -> Program:
+    """``program`` with every compute operation scaled so that a step computes ``seconds``."""
+    total = compute_s(program)
+    factor = seconds / total if total > 0 else 1.0
+
+    def scaled(step: int) -> Iterator[Op]:
+        for op in program(step):
+            yield replace(op, seconds=op.seconds * factor) if isinstance(op, Compute) else op
+
+    return scaled
 
 
 def batch_sizes(job: TrainJob) -> set[int]:

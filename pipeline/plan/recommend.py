@@ -32,6 +32,7 @@ def recommend(predictions: list[Prediction], budget: int | None) -> Recommendati
     fits = {p.scheme: fits_in(p, budget) for p in ranking}
     fitting = [p for p in ranking if fits[p.scheme]]
     if not fitting:
+        assert budget is not None  # with no budget every scheme fits
         smallest = min(ranking, key=lambda p: p.max_worker_memory_bytes)
         return Recommendation(ranking, fits, None,
                               f"memory-bound: no scheme fits in {budget / MB:,.1f} MB per worker "
@@ -41,6 +42,7 @@ def recommend(predictions: list[Prediction], budget: int | None) -> Recommendati
     chosen = fitting[0]
     if chosen is not ranking[0]:
         fastest = ranking[0]
+        assert budget is not None  # with no budget the fastest fits
         reason = (f"memory-bound: {fastest.scheme} would be faster but needs "
                   f"{fastest.max_worker_memory_bytes / MB:,.0f} MB per worker, more than "
                   f"{budget / MB:,.0f} MB")

@@ -7,11 +7,15 @@ every worker's program for a few steps at once:
 - ``Compute(seconds)`` needs the worker and one core. Workers that share a machine share its
   cores (``Network.shared_cores``); with more workers computing than cores, they queue, and a
   computation that starts while other cores compute takes the measured co-run slowdown longer.
+  With ``Network.time_slice_s`` the cores are a round-robin scheduler, as the operating system's
+  is: a worker woken (after waiting on a message or a collective) on busy cores waits at most a
+  time slice before it runs, and the work it displaces runs after it (that core's queue grows
+  by what it computes); a worker that goes on computing queues behind the core's work.
 - ``Send`` is non-blocking, as ``isend`` is. The message occupies the sender's outgoing link and
   the receiver's incoming link for its wire bytes at the link rate (messages on a link go one after
   another), and arrives a per-message latency after its last byte left.
-- ``Recv`` blocks until the message has arrived; ``WaitSends`` until this worker's sends have
-  left.
+- ``Recv`` blocks until the message has arrived (one that already has does not block);
+  ``WaitSends`` until this worker's sends have left.
 - ``AllReduce`` is a ring all-reduce of a group: it starts when every member has posted it (and
   the group's previous all-reduce is done), and takes ``2 (W - 1)`` phases, each a latency plus
   ``n / W`` wire bytes at the link rate. Blocking, or posted (DDP's gradient buckets, which go on
@@ -53,7 +57,8 @@ class Network:
     way when both send at once (measured: the stack's copying, and TCP on the links).
     ``latency_s``: a message's fixed cost, from the send call to the receiver holding it.
     ``shared_cores``: the cores of the one machine every worker runs on (None: each worker has
-    cores of its own).
+    cores of its own). ``time_slice_s``: how long the scheduler lets a computation run before a
+    woken worker gets its core (None: a computation, once started, keeps its core to the end).
     """
 
     rate_bytes_s: float | None
@@ -62,6 +67,7 @@ class Network:
     duplex_bytes_s: float = float("inf")
     shared_cores: int | None = None
     corun_slowdown: tuple[float, ...] = ()  # compute time with k shared cores busy, over alone
+    time_slice_s: float | None = None  # the shared cores' scheduler slice (None: FIFO per op)
 
     def slowdown(self, busy: int) -> float:
         """How much longer compute takes with ``busy`` of the shared cores computing."""
@@ -70,11 +76,15 @@ class Network:
         return self.corun_slowdown[min(busy, len(self.corun_slowdown)) - 1]
 
     def transfer_s(self, payload: float, duplex: bool = False) -> float:
-        """Seconds a link is busy with ``payload`` bytes (``duplex``: while the other way is)."""
-        copy = payload / (self.duplex_bytes_s if duplex else self.copy_bytes_s)
+        """Seconds a link is busy with ``payload`` bytes (``duplex``: while the other way is).
+
+        The two-way rate applies to unshaped links only: on shaped links a ring all-reduce was
+        measured moving at the one-way rate in both directions at once (100 Mbit/s: 10.9 MB
+        each way in 0.95 s), where the two-processes probe reads half of it.
+        """
         if self.rate_bytes_s is None:
-            return copy
-        return max(wire_bytes(payload) / self.rate_bytes_s, copy)
+            return payload / (self.duplex_bytes_s if duplex else self.copy_bytes_s)
+        return max(wire_bytes(payload) / self.rate_bytes_s, payload / self.copy_bytes_s)
 
 
 @dataclass(frozen=True)
@@ -85,13 +95,16 @@ class Compute:
     what: str = "compute"
 
 
+Tag = tuple[object, ...]  # names a message or a collective, e.g. ("grad", step, bucket)
+
+
 @dataclass(frozen=True)
 class Send:
     """Start sending ``nbytes`` to ``dst``; ``tag`` pairs it with the receive."""
 
     dst: int
     nbytes: float
-    tag: tuple
+    tag: Tag
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ class Recv:
     """Wait for the message ``tag`` from ``src``."""
 
     src: int
-    tag: tuple
+    tag: Tag
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ class AllReduce:
 
     group: tuple[int, ...]
     nbytes: float
-    tag: tuple
+    tag: Tag
     post: bool = False
 
 
@@ -155,14 +168,14 @@ class _Simulation:
         self.cores = [0.0] * cores if cores else None
         self.tx_free = [0.0] * len(programs)
         self.rx_free = [0.0] * len(programs)
-        self.arrivals: dict[tuple, float] = {}  # (src, dst, tag) -> arrival time
-        self.waiting_recv: dict[tuple, int] = {}  # (src, dst, tag) -> waiting worker
+        self.arrivals: dict[Tag, float] = {}  # (src, dst, tag) -> arrival time
+        self.waiting_recv: dict[Tag, int] = {}  # (src, dst, tag) -> waiting worker
         self.last_send_done = [0.0] * len(programs)
-        self.collectives: dict[tuple, dict[int, float]] = defaultdict(dict)  # tag -> posts
-        self.collective_done: dict[tuple, float] = {}
-        self.group_free: dict[tuple, float] = defaultdict(float)
-        self.posted: list[list[tuple]] = [[] for _ in programs]
-        self.blocked_on: dict[int, tuple] = {}  # worker -> collective tag it blocks on
+        self.collectives: dict[Tag, dict[int, float]] = defaultdict(dict)  # tag -> posts
+        self.collective_done: dict[Tag, float] = {}
+        self.group_free: dict[Tag, float] = defaultdict(float)
+        self.posted: list[list[Tag]] = [[] for _ in programs]
+        self.blocked_on: dict[int, Tag] = {}  # worker -> collective tag it blocks on
         self.waiting_all: dict[int, float] = {}  # worker -> time it began waiting
         self.queue: list[tuple[float, int, int]] = []
         self.seq = 0
@@ -174,6 +187,7 @@ class _Simulation:
     def run(self) -> list[WorkerTrace]:
         self.ops = [self._ops(w) for w in range(len(self.programs))]
         self.step_start = [0.0] * len(self.programs)
+        self.ran_until = [0.0] * len(self.programs)  # when each worker's last compute ended
         for worker in range(len(self.programs)):
             self.resume(worker, 0.0)
         while self.queue:
@@ -203,23 +217,31 @@ class _Simulation:
                 start, seconds = now, op.seconds
                 if self.cores is not None:
                     core = min(range(len(self.cores)), key=self.cores.__getitem__)
-                    start = max(now, self.cores[core])
-                    busy = 1 + sum(1 for c, free in enumerate(self.cores)
-                                   if c != core and free > start)
+                    free = self.cores[core]
+                    start = max(now, free)
+                    woken = now > self.ran_until[worker]
+                    time_slice = self.network.time_slice_s
+                    if time_slice is not None and woken and free > now:
+                        start = min(free, now + time_slice)
+                    busy = 1 + sum(1 for c, f in enumerate(self.cores)
+                                   if c != core and f > start)
                     seconds *= self.network.slowdown(busy)
-                    self.cores[core] = start + seconds
+                    self.cores[core] = max(free, start) + seconds
                 trace.compute_s += seconds
+                self.ran_until[worker] = start + seconds
                 self.resume(worker, start + seconds)
                 return
             elif isinstance(op, Send):
                 self._send(worker, op, now)
             elif isinstance(op, Recv):
                 key = (op.src, worker, op.tag)
-                if key in self.arrivals:
-                    self.resume(worker, max(now, self.arrivals.pop(key)))
-                else:
+                if key not in self.arrivals:
                     self.waiting_recv[key] = worker
-                return
+                    return
+                arrival = self.arrivals.pop(key)
+                if arrival > now:
+                    self.resume(worker, arrival)
+                    return
             elif isinstance(op, WaitSends):
                 if self.last_send_done[worker] > now:
                     self.resume(worker, self.last_send_done[worker])
@@ -279,7 +301,7 @@ class _Simulation:
             self.traces[member].payload_received += volume
         self.collective_done[op.tag] = end
 
-    def _maybe_release(self, tag: tuple) -> None:
+    def _maybe_release(self, tag: Tag) -> None:
         if tag not in self.collective_done:
             return
         done = self.collective_done[tag]

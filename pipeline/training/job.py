@@ -66,6 +66,7 @@ class TrainJob:
     checkpoint_dir: str | None = None  # shared by all workers; None: no checkpoints
     checkpoint_every: int = 0  # optimiser steps between checkpoints; 0: none
     fault: Fault | None = None
+    timeline_interval_s: float = 1.0  # seconds between resource samples per worker; 0: none
 
 
 LINKS = ("process_group", "spark")  # the links whose wire bytes a worker measures
@@ -93,6 +94,7 @@ class TrainResult:
     spark: dict[str, float] = field(default_factory=dict)  # Spark's own task metrics
     resumed_from_step: int = 0  # the checkpoint's step this run started from (0: from scratch)
     steps_run: int = 0  # optimiser steps this run executed (``steps`` less the resumed ones)
+    timelines: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # rank -> samples
 
     def payload_bytes(self, purpose: str) -> float:
         """Payload bytes sent for ``purpose``, summed over workers, over the whole training."""

@@ -1,8 +1,8 @@
 """The parallelisation schemes, launched as Spark barrier tasks.
 
-Every scheme runs :func:`~pipeline.training.worker.train_worker` on Spark barrier tasks started by
-``TorchDistributor`` (``local_mode=False``: each worker is a Spark task, on a local master or a
-cluster alike), one PyTorch process per task, in a gloo process group. The schemes differ in how
+Every scheme runs :func:`~pipeline.training.worker.train_worker` on Spark barrier tasks
+(:mod:`pipeline.training.barrier`: each worker is a Spark task, on a local master or a cluster
+alike), one PyTorch process per task, in a gloo process group. The schemes differ in how
 many workers they need, what one worker does in a step (:mod:`pipeline.training.strategies`), and
 the traffic that implies:
 
@@ -19,13 +19,12 @@ Every scheme returns one ordinary state dict of :class:`~pipeline.model.Multimod
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import TrainingError
 from pipeline.model import MultimodalCNN
+from pipeline.training.barrier import run_workers
 from pipeline.training.comm import all_reduce_bytes
 from pipeline.training.failures import WorkerReports
 from pipeline.training.job import TrainJob, TrainResult
@@ -88,11 +87,10 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
     where the workers have links of their own) and the payload modelled from the shapes.
 
     Raises:
-        TrainingError: too few task slots, a worker failed (named in the message), or training
-            outlasted ``job.timeout_s`` (the Spark job is cancelled, its workers stopped).
+        TrainingError: too few task slots, a worker failed (named in the message, with where it
+            was), or training outlasted ``job.timeout_s`` (the Spark job is cancelled, its
+            workers stopped).
     """
-    from pyspark.ml.torch.distributor import TorchDistributor
-
     workers = world_size(job)
     slots = _task_slots(spark)
     if slots is not None and workers > slots:
@@ -101,16 +99,16 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
             f"{slots} task slots, so the barrier stage could never start. Fix: lower "
             "train.workers (or the scheme's layout settings) or give Spark more slots "
             "(spark.master, e.g. local[4], or more executors)")
-    distributor = TorchDistributor(num_processes=workers, local_mode=False, use_gpu=False)
     group = f"landcover-train-{uuid.uuid4().hex}"
-    with WorkerReports() as reports:
-        try:
-            result = run_with_timeout(spark, lambda: distributor.run(train_worker, job),
-                                   job.timeout_s, group)
-        except TrainingError:
-            raise
-        except Exception as exc:
-            raise TrainingError(reports.summary(job.parallel.scheme, workers, exc)) from exc
+    try:
+        outcomes = run_workers(spark, train_worker, job, workers, job.timeout_s, group)
+    except TrainingError:
+        raise
+    except Exception as exc:
+        raise TrainingError(WorkerReports().summary(job.parallel.scheme, workers, exc)) from exc
+    if not all(o.ok for o in outcomes):
+        raise TrainingError(WorkerReports.of(outcomes).summary(job.parallel.scheme, workers))
+    result = outcomes[0].result
     if not isinstance(result, TrainResult):
         raise TrainingError(f"{job.parallel.scheme} training returned no result from rank 0")
     result.modelled_payload_per_step = modelled_payload_per_step(job, patch_size, result.steps)
@@ -121,44 +119,6 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
 def _check_scheme(name: str) -> None:
     if name not in SCHEMES:
         raise ValueError(f"train.scheme must be one of {list(SCHEMES)}, got {name!r}")
-
-
-def run_with_timeout(spark: Any, run: Callable[[], Any], timeout_s: float,
-                     group: str | None = None) -> Any:
-    """Run ``run`` (which starts Spark jobs) in Spark job group ``group``.
-
-    A new group is made if none is given. The group is cancelled if it outlasts ``timeout_s``
-    or the driver is interrupted.
-    """
-    context = spark.sparkContext
-    group = group or f"landcover-{uuid.uuid4().hex}"
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            context.setJobGroup(group, "landcover-mlops training", interruptOnCancel=True)
-            outcome["result"] = run()
-        except BaseException as exc:  # handed to the calling thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name="landcover-training", daemon=True)
-    thread.start()
-    try:
-        thread.join(timeout_s)
-    except BaseException:  # Ctrl-C or SIGTERM on the driver: stop the workers, then go
-        context.cancelJobGroup(group)
-        thread.join(60)
-        raise
-    if thread.is_alive():
-        context.cancelJobGroup(group)
-        thread.join(120)
-        raise TrainingError(
-            f"training did not finish within train.timeout_s = {timeout_s:g} s; its Spark job "
-            "was cancelled and the workers stopped. Fix: look for a hung worker in the log "
-            "above, or raise train.timeout_s for longer runs")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("result")
 
 
 def _task_slots(spark: Any) -> int | None:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.data.dataset import PatchSplit
+from pipeline.data.dataset import PatchSplit, TrainingSplit
 from pipeline.model import LOGITS, MultimodalCNN, predict
 from pipeline.objective import correct_and_total, decide, per_sample_loss
 from pipeline.training.batches import shard
@@ -37,20 +37,28 @@ def build_model(job: TrainJob) -> MultimodalCNN:
 class Strategy(ABC):
     """One worker's part of training under a scheme."""
 
-    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm,
+                 patch_size: int | None = None) -> None:
+        """``patch_size``: the inputs' patch (default: the prepared data's, ``job.data_dir``)."""
         self.job, self.rank, self.world_size, self.comm = job, rank, world_size, comm
+        self.patch_size = patch_size
 
     @property
     @abstractmethod
     def parameters(self) -> list[nn.Parameter]:
         """The parameters this worker holds and updates."""
 
+    @property
+    def input_modalities(self) -> list[str] | None:
+        """The modalities whose patches this worker reads (``None``: every one)."""
+        return None
+
     def param_bytes(self) -> int:
         """Bytes of the parameters this worker holds."""
         return sum(p.numel() * p.element_size() for p in self.parameters)
 
     @abstractmethod
-    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+    def step(self, train: TrainingSplit, batch: np.ndarray) -> tuple[float, int]:
         """One optimiser step on global batch ``batch``.
 
         Returns (sum of losses, samples) seen by this worker's loss (zero on workers that
@@ -101,8 +109,9 @@ class DataParallelStrategy(Strategy):
     averaged every ``k`` steps instead.
     """
 
-    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
-        super().__init__(job, rank, world_size, comm)
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm,
+                 patch_size: int | None = None) -> None:
+        super().__init__(job, rank, world_size, comm, patch_size)
         self.model = build_model(job)
         self.net: nn.Module = self.model
         settings = job.parallel
@@ -157,7 +166,7 @@ class DataParallelStrategy(Strategy):
         super().load_checkpoint_state(state)
         self.steps = int(state["steps"])
 
-    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+    def step(self, train: TrainingSplit, batch: np.ndarray) -> tuple[float, int]:
         """Forward and backward on this worker's shard; gradients averaged by DDP."""
         inputs, labels = train.batch(shard(batch, self.rank, self.world_size))
         self.optimizer.zero_grad(set_to_none=True)
@@ -209,14 +218,16 @@ class ModelParallelStrategy(Strategy):
     its own optimiser.
     """
 
-    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm) -> None:
-        super().__init__(job, rank, world_size, comm)
+    def __init__(self, job: TrainJob, rank: int, world_size: int, comm: Comm,
+                 patch_size: int | None = None) -> None:
+        super().__init__(job, rank, world_size, comm, patch_size)
         model = build_model(job)
         self.layout: Layout = layout_for(job.model, job.parallel, model)
         if self.layout.world_size != world_size:
             raise RuntimeError(f"{job.parallel.scheme} needs {self.layout.world_size} workers, "
                                f"{world_size} were started")
-        self.runner = LayoutRunner(model, self.layout, rank, comm, _patch_size(job),
+        self.runner = LayoutRunner(model, self.layout, rank, comm,
+                                   patch_size or _patch_size(job),
                                    job.parallel.activation_dtype)
         mine = {id(p) for u in self.runner.units for m in u.modules for p in m.parameters()}
         self.named = {k: p for k, p in model.named_parameters() if id(p) in mine}
@@ -233,6 +244,12 @@ class ModelParallelStrategy(Strategy):
                     self.replica_group = group
 
     @property
+    def input_modalities(self) -> list[str] | None:
+        """The modalities read by this worker's units (its branches): none if it holds none."""
+        return sorted({key.removesuffix("/input") for unit in self.runner.units
+                       for key in unit.inputs if key.endswith("/input")})
+
+    @property
     def parameters(self) -> list[nn.Parameter]:
         """This worker's units' parameters."""
         return list(self.named.values())
@@ -247,7 +264,7 @@ class ModelParallelStrategy(Strategy):
         """SGD over this worker's parameters."""
         return self._optimizer
 
-    def step(self, train: PatchSplit, batch: np.ndarray) -> tuple[float, int]:
+    def step(self, train: TrainingSplit, batch: np.ndarray) -> tuple[float, int]:
         """GPipe schedule over this replica's shard of ``batch``."""
         own = shard(batch, self.runner.replica, self.layout.replicas)
         micro_batches = np.array_split(own, self.job.parallel.micro_batches)

@@ -40,6 +40,7 @@ def make_job(train: TrainParams, model: ModelParams, data_dir: Path, scheme: str
         threads_per_worker=threads_per_worker, timeout_s=train.timeout_s,
         checkpoint_dir=str(Path(checkpoint_dir).resolve()) if checkpoint_dir else None,
         checkpoint_every=train.checkpoint_every,
+        timeline_interval_s=train.timeline_interval_s,
     )
 
 

@@ -13,9 +13,11 @@ CLASSES = {1: "water", 2: "forest", 3: "cropland"}
 
 
 def write_tif(path: Path, data: np.ndarray, crs: int | None = 32633, x0: float = 500_000.0,
-              y0: float = 4_500_000.0, res: float = 10.0, nodata: float | None = None) -> Path:
+              y0: float = 4_500_000.0, res: float = 10.0, nodata: float | None = None,
+              driver: str = "GTiff", **options: object) -> Path:
     data = data if data.ndim == 3 else data[None]
-    with rasterio.open(path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2],
+    with rasterio.open(path, "w", driver=driver, **options, height=data.shape[1],
+                       width=data.shape[2],
                        count=data.shape[0], dtype=data.dtype, nodata=nodata,
                        crs=CRS.from_epsg(crs) if crs else None,
                        transform=from_origin(x0, y0, res, res)) as dst:

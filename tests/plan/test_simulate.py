@@ -6,6 +6,7 @@ step time each scheme should take is known in closed form.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,16 @@ from pipeline.model import ModelConfig, MultimodalCNN
 from pipeline.plan.predict import predict
 from pipeline.plan.profile import ComputeProfile
 from pipeline.plan.programs import ddp_buckets
-from pipeline.plan.simulate import Compute, Network, simulate, wire_bytes
+from pipeline.plan.simulate import (
+    Compute,
+    Network,
+    Op,
+    Program,
+    Recv,
+    Send,
+    simulate,
+    wire_bytes,
+)
 from pipeline.training.job import ParallelSettings, TrainJob
 
 CONFIG = ModelConfig(channels={"optical": 4, "sar": 2}, num_classes=6, branch_width=8,
@@ -115,3 +125,41 @@ def test_a_shaped_link_charges_framing_on_top_of_the_payload() -> None:
     network = Network(rate_bytes_s=1e6, latency_s=0.0)
     assert network.transfer_s(1448 * 1000) == pytest.approx(1.0 * 1448 * 1000 * (1 + 99 / 1448)
                                                             / 1e6)
+
+
+def _woken_for(seconds: float) -> Program:
+    """A worker that waits for a message from worker 2, then computes ``seconds``."""
+    def program(step: int) -> Iterator[Op]:
+        yield Recv(2, ("go", step))
+        yield Compute(seconds)
+    return program
+
+
+def test_a_worker_woken_on_busy_cores_waits_at_most_a_time_slice() -> None:
+    long = _busy(1.0)
+    sender = _sends_after_latency()
+    one_core = replace(FREE, shared_cores=1, latency_s=0.05)
+    fifo = simulate([long, _woken_for(0.1), sender], one_core, steps=1)
+    assert fifo[1].step_s[0] == pytest.approx(1.1)  # behind the whole of worker 0's compute
+    sliced = simulate([long, _woken_for(0.1), sender],
+                      replace(one_core, time_slice_s=0.004), steps=1)
+    assert sliced[1].step_s[0] == pytest.approx(0.05 + 0.004 + 0.1)
+
+
+def test_workers_that_keep_computing_still_share_a_time_sliced_core() -> None:
+    shared = simulate([_busy(0.1)] * 2, replace(FREE, shared_cores=1, time_slice_s=0.004),
+                      steps=4)
+    # neither was woken: they take turns, each step period is both workers' compute
+    assert [t.steady_step_s(1) for t in shared] == pytest.approx([0.2, 0.2])
+
+
+def _busy(seconds: float) -> Program:
+    def program(step: int) -> Iterator[Op]:
+        yield Compute(seconds)
+    return program
+
+
+def _sends_after_latency() -> Program:
+    def program(step: int) -> Iterator[Op]:
+        yield Send(1, 0.0, ("go", step))
+    return program

@@ -13,6 +13,7 @@ import torch
 
 from pipeline.errors import TrainingError
 from pipeline.training import Fault, ParallelSettings, TrainJob, TrainResult, fit, world_size
+from pipeline.training.barrier import WORKER_NAME
 from pipeline.training.worker import train_worker
 
 from ..conftest import SMALL_PREPARE
@@ -25,15 +26,15 @@ RESUMABLE = {"data_parallel": ParallelSettings(scheme="data_parallel", workers=2
 
 
 def torch_workers(root: psutil.Process | None = None) -> list[psutil.Process]:
-    """The torchrun processes started below ``root`` (default: this test process)."""
+    """The training worker processes (``landcover-r<rank>``) below ``root`` (default: this
+    test process)."""
     found = []
     for process in (root or psutil.Process()).children(recursive=True):
         try:
-            cmdline = " ".join(process.cmdline())
+            if process.name().startswith(WORKER_NAME.format(rank="")):
+                found.append(process)
         except psutil.NoSuchProcess:
             continue
-        if "torch_run_process_wrapper" in cmdline or "torch.distributed.run" in cmdline:
-            found.append(process)
     return found
 
 

@@ -1,4 +1,4 @@
-"""Every scheme on real Spark barrier tasks (TorchDistributor, gloo), against one process.
+"""Every scheme on real Spark barrier tasks (pipeline.training.barrier, gloo), against one process.
 
 Each configuration trains two steps once (module-scoped cache), for two models: a tiny one on
 7x7 patches and the ``small`` size (strided stages, 149,190 parameters) on 33x33 patches. The
@@ -8,17 +8,20 @@ equals the one modelled from the shapes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 
-from pipeline.config import ModelParams, PrepareParams, SyntheticSceneParams
+from pipeline.config import ModelParams, Params, PrepareParams, SyntheticSceneParams, TrackingParams
 from pipeline.data.dataset import PreparedDataset
 from pipeline.data.prepare import prepare_dataset
 from pipeline.data.synthetic import write_synthetic_scene
 from pipeline.model import ModelConfig
+from pipeline.tracking import log_timelines, training_run
 from pipeline.training import ParallelSettings, TrainJob, TrainResult, fit, world_size
 from pipeline.training.strategies import build_model
 from pipeline.training.worker import train_worker
@@ -87,7 +90,7 @@ def job_for(case: tuple[str, Path], parallel: ParallelSettings) -> TrainJob:
         model=ModelConfig(channels=dataset.channels, num_classes=len(dataset.class_names),
                           **MODELS[name]),
         batch_size=32, epochs=1, learning_rate=0.1, momentum=0.9, seed=5, max_steps=STEPS,
-        validate=False, parallel=parallel)
+        validate=False, parallel=parallel, timeline_interval_s=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +121,13 @@ def test_scheme_computes_the_same_parameters_as_one_process(
 def test_training_moved_the_weights(reference: TrainResult, case: tuple[str, Path]) -> None:
     initial = build_model(job_for(case, CONFIGS["data_parallel"])).state_dict()
     assert any(not torch.equal(initial[k], reference.state_dict[k]) for k in initial)
+
+
+def test_a_worker_records_its_training_threads_cpu_per_step(reference: TrainResult) -> None:
+    figures = reference.workers[0]
+    assert 0 < figures["step_cpu_s_p10"] <= figures["step_cpu_s_p50"] <= figures["step_cpu_s_p90"]
+    # CPU time of one thread never exceeds the step's wall time (step by step, so per quantile)
+    assert figures["step_cpu_s_p50"] <= figures["step_s_p50"]
 
 
 @pytest.mark.parametrize("name", list(TOLERANCE))
@@ -233,6 +243,34 @@ def test_every_worker_reports_its_figures(trained: dict[str, TrainResult]) -> No
         assert all(w["cpu_s"] >= 0 and w["wall_s"] > 0 and w["peak_rss_mb"] > 0
                    for w in result.workers), name
         assert sum(w["cpu_s"] for w in result.workers) > 0, name
+
+
+def test_every_worker_has_a_resource_timeline_in_its_mlflow_run(
+        trained: dict[str, TrainResult], tmp_path: Path) -> None:
+    """Sampled while training: plausible values whose byte rates add up to the run's payload."""
+    for name, result in trained.items():
+        assert sorted(result.timelines) == list(range(result.world_size)), name
+        for worker in result.workers:
+            samples = result.timelines[int(worker["rank"])]
+            assert len(samples) >= 2, name
+            assert all(b["time"] > a["time"] for a, b in zip(samples, samples[1:], strict=False))
+            assert all(0 <= s["cpu_percent"] <= 100 * (os.cpu_count() or 1) * 1.5
+                       for s in samples), name
+            assert all(20 < s["rss_mb"] < 8192 for s in samples), name
+            for direction in ("sent", "received"):
+                counted = sum(s[f"payload_{direction}_bytes_per_s"] * s["dt_s"] for s in samples)
+                assert counted == pytest.approx(worker[f"payload_bytes_{direction}"], rel=1e-6)
+    result = trained["data_parallel"]
+    params = Params(tracking=TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    with training_run(params) as run:
+        log_timelines(result.timelines)
+    client = mlflow.MlflowClient(params.tracking.uri)
+    for rank, samples in result.timelines.items():
+        history = client.get_metric_history(run.info.run_id, f"timeline/cpu_percent_w{rank}")
+        assert [m.step for m in history] == list(range(len(samples)))
+        sent = client.get_metric_history(run.info.run_id,
+                                         f"timeline/payload_sent_bytes_per_s_w{rank}")
+        assert max(m.value for m in sent) > 0
 
 
 def test_model_parallel_workers_hold_fewer_parameter_bytes(

@@ -1,0 +1,92 @@
+"""Scheme profiles: each scheme's real strategy measured on local processes, then used to scale
+the cost model's programs so that every worker computes what it measured."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.plan import scheme_profile
+from pipeline.plan.predict import predict
+from pipeline.plan.programs import SchemePrograms, scaled_to
+from pipeline.plan.scheme_profile import SchemeProfile
+from pipeline.plan.simulate import simulate
+from pipeline.training.job import ParallelSettings
+from tests.plan.test_simulate import CONFIG, FREE, PATCH, job, profile_with
+
+DATA_PARALLEL = ParallelSettings(scheme="data_parallel", workers=2)
+HYBRID = ParallelSettings(scheme="hybrid", replicas=2, micro_batches=2)
+
+
+def measured(cpu: tuple[float, ...]) -> SchemeProfile:
+    return SchemeProfile(machine="test", scheme="test", cpu_s=cpu, process_cpu_s=cpu,
+                         wall_s=cpu)
+
+
+@pytest.mark.parametrize(("settings", "cpu"), [(DATA_PARALLEL, (0.03, 0.05)),
+                                               (HYBRID, (0.01, 0.02, 0.03, 0.04))])
+def test_scaled_programs_compute_what_each_worker_measured(
+        settings: ParallelSettings, cpu: tuple[float, ...]) -> None:
+    profile = profile_with(1e-4, 2e-4, [8, 16, 32, 64])
+    built = SchemePrograms(job(settings), profile, PATCH)
+    programs = [scaled_to(p, c) for p, c in zip(built.programs(), cpu, strict=True)]
+    steps = 4
+    traces = simulate(programs, FREE, steps)
+    assert [t.compute_s / steps for t in traces] == pytest.approx(cpu)
+    # the proportions of a worker's operations stay those of the unit profile
+    original = [op.seconds for op in built.programs()[0](2) if hasattr(op, "seconds")]
+    scaled = [op.seconds for op in programs[0](2) if hasattr(op, "seconds")]
+    assert [s / sum(scaled) for s in scaled] == pytest.approx([o / sum(original)
+                                                                for o in original])
+
+
+def test_a_scheme_profile_replaces_the_corun_slowdown() -> None:
+    profile = profile_with(1e-4, 2e-4, [32])
+    profile.corun_slowdown = [1.0, 3.0]  # would triple compute with both cores busy
+    network = replace(FREE, shared_cores=2)
+    with_profile = predict(job(DATA_PARALLEL), PATCH, profile, network, measured((0.02, 0.02)))
+    assert with_profile.compute_s == pytest.approx(0.02)
+    without = predict(job(DATA_PARALLEL), PATCH, profile, network)
+    assert without.compute_s > 2 * predict(job(DATA_PARALLEL), PATCH, profile, FREE).compute_s
+
+
+def test_a_scheme_profile_of_another_worker_count_is_refused() -> None:
+    profile = profile_with(1e-4, 2e-4, [32])
+    with pytest.raises(ValueError, match="scheme profile has 3 workers"):
+        predict(job(DATA_PARALLEL), PATCH, profile, FREE, measured((0.1, 0.1, 0.1)))
+
+
+def test_the_cache_key_follows_model_scheme_settings_and_batch() -> None:
+    base = job(DATA_PARALLEL)
+    key = scheme_profile.cache_key(base, PATCH)
+    assert scheme_profile.cache_key(job(DATA_PARALLEL), PATCH) == key
+    others = [job(replace(DATA_PARALLEL, sync_every=4)), job(DATA_PARALLEL, batch=32),
+              job(HYBRID), job(DATA_PARALLEL, config=replace(CONFIG, branch_width=16))]
+    keys = {scheme_profile.cache_key(j, PATCH) for j in others}
+    assert key not in keys and len(keys) == len(others)
+    assert scheme_profile.cache_key(base, PATCH + 2) != key
+
+
+def test_schemes_are_measured_on_local_processes_once_then_read_from_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = [job(DATA_PARALLEL, batch=16), job(ParallelSettings(scheme="branch_parallel"),
+                                              batch=16)]
+    first = scheme_profile.load_or_measure(jobs, PATCH, tmp_path)
+    for profile, workers in zip(first, (2, 2), strict=True):
+        assert len(profile.cpu_s) == workers
+        assert all(c > 0 for c in profile.cpu_s)
+        # the training thread's CPU is part of its process's
+        assert all(c <= p for c, p in zip(profile.cpu_s, profile.process_cpu_s, strict=True))
+    assert [p.scheme for p in first] == ["data_parallel", "branch_parallel"]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("measured again although cached")
+
+    monkeypatch.setattr(scheme_profile, "measure_many", refuse)
+    assert scheme_profile.load_or_measure(jobs, PATCH, tmp_path) == first
+    files = sorted(tmp_path.glob("scheme-*.json"))
+    assert len(files) == 2
+    assert all(json.loads(f.read_text())["machine"] == first[0].machine for f in files)

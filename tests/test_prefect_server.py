@@ -1,0 +1,66 @@
+"""`make run`'s one Prefect server: shared by the command it runs, stopped when that ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+# The command run under the server: checks the server answers, records its URL, then exits with
+# the status it is given (or waits for a signal).
+CHILD = """
+import os, sys, time, urllib.request
+url = os.environ["PREFECT_API_URL"]
+assert urllib.request.urlopen(url + "/health", timeout=10).status == 200
+print(url, flush=True)
+if sys.argv[1] == "wait":
+    time.sleep(600)  # until the signal
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def launch(tmp_path: Path, *child: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "flows.with_prefect_server", sys.executable,
+                             "-c", CHILD, *child], cwd=tmp_path,
+                            env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def answers(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url + "/health", timeout=5).status == 200
+    except OSError:
+        return False
+
+
+def test_the_command_shares_one_server_that_is_stopped_when_it_fails(tmp_path: Path) -> None:
+    process = launch(tmp_path, "3")
+    stdout, stderr = process.communicate(timeout=180)
+
+    assert process.returncode == 3, stderr  # the command's status, passed on
+    url = stdout.strip()
+    assert url.startswith("http://127.0.0.1:")
+    assert not answers(url)  # stopped with the command
+    assert (tmp_path / "prefect" / "shared-server.log").is_file()
+
+
+def test_sigterm_stops_the_command_and_the_server(tmp_path: Path) -> None:
+    process = launch(tmp_path, "wait")
+    url = process.stdout.readline().strip()  # the command runs, the server answered it
+    assert url, process.communicate(timeout=60)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert not answers(url)
