@@ -107,6 +107,9 @@ class Strategy(ABC):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+POWERSGD_WARMUP_STEPS = 2  # PowerSGD all-reduces uncompressed gradients for this many steps first
+
+
 class DataParallelStrategy(Strategy):
     """A full replica; DDP all-reduces gradients through a counted communication hook.
 
@@ -136,7 +139,8 @@ class DataParallelStrategy(Strategy):
         inner = hooks[compression]
         state = (powerSGD_hook.PowerSGDState(
             process_group=None, matrix_approximation_rank=self.job.parallel.powersgd_rank,
-            start_powerSGD_iter=2, random_seed=self.job.seed) if compression == "powersgd"
+            start_powerSGD_iter=POWERSGD_WARMUP_STEPS, random_seed=self.job.seed)
+            if compression == "powersgd"
             else None)
         comm = self.comm
         comm.attribute_all_reduce("gradients")

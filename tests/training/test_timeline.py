@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
+import mlflow
 import pytest
 
+from pipeline.config import Params, TrackingParams
+from pipeline.tracking import log_timelines, training_run
 from pipeline.training.comm import Comm
 from pipeline.training.timeline import TimelineSampler, timeline_metrics
 from pipeline.training.wire import WireMeter
@@ -53,3 +57,18 @@ def test_a_sampler_of_interval_zero_samples_nothing() -> None:
 def test_stop_takes_a_last_sample(interval: float) -> None:
     sampler = TimelineSampler(Comm(), WireMeter({}), interval_s=interval).start()
     assert len(sampler.stop()) >= 1
+
+
+def test_timelines_are_metrics_of_the_run_with_steps_and_timestamps(tmp_path: Path) -> None:
+    params = Params(tracking=TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    timelines = {rank: [{"time": 100.0 + i, "dt_s": 1.0, "cpu_percent": 10.0 * (i + rank),
+                         "rss_mb": 300.0, "payload_sent_bytes_per_s": 5.0,
+                         "payload_received_bytes_per_s": 5.0} for i in range(3)]
+                 for rank in range(2)}
+    with training_run(params) as run:
+        log_timelines(timelines)
+    client = mlflow.MlflowClient(params.tracking.uri)
+    for rank in range(2):
+        history = client.get_metric_history(run.info.run_id, f"timeline/cpu_percent_w{rank}")
+        assert sorted((m.step, m.timestamp, m.value) for m in history) == [
+            (i, (100 + i) * 1000, 10.0 * (i + rank)) for i in range(3)]
