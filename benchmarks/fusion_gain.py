@@ -60,6 +60,7 @@ def modality_accuracies(scene: SyntheticSceneParams, prepare: PrepareParams, mod
                        learning_rate=train.learning_rate, momentum=train.momentum,
                        seed=train.seed, threads_per_worker=max(1, torch.get_num_threads()))
         result = train_worker(job)
+        assert result is not None  # one process: rank 0
         net = MultimodalCNN(config)
         net.load_state_dict(result.state_dict)
         out[variant] = float((predict(net, test.inputs) == test.labels).double().mean())

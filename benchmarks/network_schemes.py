@@ -33,13 +33,14 @@ import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, machine, prepared_default_data, save  # noqa: E402
 from pipeline.cluster import StandaloneCluster  # noqa: E402
-from pipeline.config import ModelParams, SparkParams, load_params  # noqa: E402
+from pipeline.config import ModelParams, ModelSize, SparkParams, load_params  # noqa: E402
 from pipeline.data.dataset import PreparedDataset  # noqa: E402
 from pipeline.emulated_network import EmulatedNetwork, check_support, parse_rate  # noqa: E402
 from pipeline.errors import NetworkEmulationError  # noqa: E402
@@ -48,9 +49,12 @@ from pipeline.plan import machine_probe, profile  # noqa: E402
 from pipeline.plan.programs import batch_sizes  # noqa: E402
 from pipeline.runtime import configure_environment  # noqa: E402
 from pipeline.spark import spark_session  # noqa: E402
-from pipeline.training import ParallelSettings, TrainJob, fit  # noqa: E402
+from pipeline.training import ParallelSettings, TrainJob, TrainResult, fit  # noqa: E402
 from pipeline.training.trainer import model_config  # noqa: E402
 from pipeline.training.worker import train_worker  # noqa: E402
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 STEP_PURPOSES = ("gradients", "parameters", "activations", "activation_gradients")
 SCHEMES = {
@@ -62,7 +66,7 @@ SCHEMES = {
 }
 
 
-def point(result: object, batch: int) -> dict[str, float]:
+def point(result: TrainResult, batch: int) -> dict[str, Any]:
     """The figures of one scheme's run at one grid point."""
     workers = result.workers
     steps = max(result.steps, 1)
@@ -101,13 +105,14 @@ def single_process(job: TrainJob) -> dict[str, float]:
     os.environ.pop("WORLD_SIZE", None)
     result = train_worker(replace(job, parallel=ParallelSettings(workers=1),
                                   threads_per_worker=2))
+    assert result is not None  # one process: rank 0
     worker = result.workers[0]
     return {"samples_per_s": job.batch_size / worker["step_s_p50"],
             "step_s_p50": worker["step_s_p50"], "param_bytes": worker["param_bytes"]}
 
 
-def run_grid(spark: object, network: EmulatedNetwork, data: Path, rates: list[str],
-             sizes: list[str], batches: list[int], steps: int,
+def run_grid(spark: SparkSession, network: EmulatedNetwork, data: Path, rates: list[str],
+             sizes: list[ModelSize], batches: list[int], steps: int,
              repeats: int = 2) -> tuple[list[dict], dict]:
     """Every scheme at every rate x size x batch, ``repeats`` times; one record per point.
 
@@ -125,7 +130,7 @@ def run_grid(spark: object, network: EmulatedNetwork, data: Path, rates: list[st
     patch = int(dataset.manifest["patch_size"])
     baselines: dict[tuple[str, int], dict] = {}
     inputs: dict[str, dict] = {"probes": {}, "profiles": {}}
-    runs: dict[tuple[str, str, int, str], list[dict]] = {}
+    runs: dict[tuple[str, ModelSize, int, str], list[dict]] = {}
     total = len(rates) * len(sizes) * len(batches) * len(SCHEMES) * repeats
     started, done = time.perf_counter(), 0
     for repeat in range(repeats):
@@ -161,8 +166,8 @@ def run_grid(spark: object, network: EmulatedNetwork, data: Path, rates: list[st
                               f"B/worker/step | elapsed {elapsed:.0f}s, "
                               f"ETA {elapsed / done * (total - done):.0f}s", flush=True)
     records = []
-    for (rate, size, batch, scheme), figures in runs.items():
-        merged = median_of_repeats(figures)
+    for (rate, size, batch, scheme), repeated in runs.items():
+        merged = median_of_repeats(repeated)
         single = baselines[size, batch]
         merged["ratio_to_single_process"] = merged["samples_per_s"] / single["samples_per_s"]
         records.append({"link_rate": rate, "link_rate_bps": parse_rate(rate),

@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -138,7 +139,7 @@ def predicted_points(points: list[dict], jobs: dict, patch: int,
 
 def winners(records: list[dict]) -> list[dict]:
     """Per (rate, size, batch): the measured and the predicted fastest scheme."""
-    cases = {}
+    cases: dict[tuple[Any, ...], list[dict]] = {}
     for r in records:
         cases.setdefault((r["link_rate_bps"], r["link_rate"], r["model_size"], r["batch_size"]),
                          []).append(r)
@@ -192,6 +193,7 @@ def plot(records: list[dict], cases: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     schemes = list(dict.fromkeys(r["scheme"] for r in records))
     fig, axes = plt.subplots(1, len(schemes) + 1, figsize=(4 * (len(schemes) + 1), 4))
@@ -217,7 +219,7 @@ def plot(records: list[dict], cases: list[dict], path: Path) -> None:
     colours = {s: f"C{i}" for i, s in enumerate(schemes)}
     for c in cases:
         x, y = rates.index(c["link_rate_bps"]), models.index((c["model_size"], c["batch_size"]))
-        ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1,
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1,
                                    color=colours[c["measured_fastest"]], alpha=0.6))
         mark = "" if c["predicted_fastest"] == c["measured_fastest"] else (
             f"\npredicted {c['predicted_fastest'][:8]}\n(+{c['predicted_choice_slower_by']:.0%})")

@@ -120,10 +120,10 @@ def _network(figures: dict) -> list[str]:
               "predict (the fastest link's step plus the busiest worker's wire bytes sent per "
               "step at each rate; sending and receiving overlap on a full-duplex link):", ""]
     for size, batch in sorted({(p["model_size"], p["batch_size"]) for p in points}):
-        rows = sorted((p for p in points if p["scheme"] == "data_parallel"
-                       and p["model_size"] == size and p["batch_size"] == batch),
-                      key=lambda p: p["link_rate_bps"])
-        slow, fast = rows[0], rows[-1]
+        by_rate = sorted((p for p in points if p["scheme"] == "data_parallel"
+                         and p["model_size"] == size and p["batch_size"] == batch),
+                         key=lambda p: p["link_rate_bps"])
+        slow, fast = by_rate[0], by_rate[-1]
         wire = slow["wire_bytes_sent_per_worker_step"] * 8
         predicted = fast["step_s_p50"] + wire / slow["link_rate_bps"] - wire / fast["link_rate_bps"]
         measured = slow["samples_per_s"] / fast["samples_per_s"]

@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -32,7 +33,7 @@ from pipeline.training import ParallelSettings, TrainJob, fit, modelled_payload_
 from pipeline.training.trainer import make_job  # noqa: E402
 from pipeline.training.worker import train_worker  # noqa: E402
 
-KNOBS = {
+KNOBS: dict[str, dict[str, Any]] = {
     "none": {},
     "fp16": {"gradient_compression": "fp16"},
     "bf16": {"gradient_compression": "bf16"},
@@ -61,6 +62,7 @@ def single_process(job: TrainJob, threads: int) -> dict[str, float]:
     os.environ.pop("WORLD_SIZE", None)
     result = train_worker(replace(job, parallel=ParallelSettings(workers=1),
                                   threads_per_worker=threads))
+    assert result is not None  # one process: rank 0
     return {"samples_per_s": result.samples / result.wall_time_s,
             "param_bytes": result.workers[0]["param_bytes"],
             "peak_rss_mb": result.workers[0]["peak_rss_mb"]}

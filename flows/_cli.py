@@ -7,11 +7,11 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -28,11 +28,14 @@ from pipeline.errors import (
 )
 from pipeline.io import write_json
 
+if TYPE_CHECKING:
+    from prefect import Flow
+
 USER_ERRORS = (ParamsError, JavaNotFoundError, PortInUseError, DatasetError, TrainingError,
                PipelineBusyError, TrackingStoreError)
 
 
-def run_stage(flow: Callable[..., Any], description: str, paths: dict[str, str | None],
+def run_stage(flow: Flow[..., Any], description: str, paths: dict[str, str | None],
               argv: list[str] | None = None, tracked: bool = False) -> Any:
     """Parse ``--<name> PATH`` for each entry of ``paths`` (defaults as given) and run ``flow``.
 

@@ -38,6 +38,7 @@ def write_scene(params_path: str, out_dir: str) -> dict:
         return {"source": f"scene ({len(scenes)} scenes: {', '.join(scenes)})",
                 "modalities": sorted(first.modalities), "classes": len(first.classes)}
     if ingest.source == "scene":
+        assert ingest.scene is not None  # the config requires it for this source
         scene = ingest_scene(ingest.scene, base, Path(out_dir))
     else:
         scene = write_synthetic_scene(ingest.synthetic, Path(out_dir))

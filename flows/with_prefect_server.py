@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 from flows.serve import stop, wait_healthy
 from pipeline.cluster import free_port
 from pipeline.runtime import configure_environment
@@ -64,14 +66,15 @@ def prefect_server(timeout_s: float = 120) -> Iterator[str]:
 def run_with_server(command: list[str]) -> int:
     """Run ``command`` with ``PREFECT_API_URL`` naming one shared server; its exit status.
 
-    Ctrl-C reaches the command (same process group) and is waited for; SIGTERM is passed on.
+    Ctrl-C reaches the command (same process group) and is waited for; SIGTERM is passed on
+    to the command and every process below it.
     """
     if os.environ.get("PREFECT_API_URL"):
         return subprocess.call(command)
     with prefect_server() as api_url:
         print(f"Prefect API server for this run: {api_url}", file=sys.stderr, flush=True)
         child = subprocess.Popen(command, env=os.environ | {"PREFECT_API_URL": api_url})
-        previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        previous = signal.signal(signal.SIGTERM, lambda *_: terminate_tree(child.pid))
         try:
             while True:
                 try:
@@ -81,6 +84,20 @@ def run_with_server(command: list[str]) -> int:
                     continue
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def terminate_tree(pid: int) -> None:
+    """SIGTERM to ``pid`` and every process below it (``dvc repro`` leaves its stage running)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in tree:
+        try:
+            process.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            continue
 
 
 def main(argv: list[str] | None = None) -> None:

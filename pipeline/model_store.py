@@ -33,7 +33,7 @@ def save_model(out_dir: Path, state_dict: dict[str, torch.Tensor], config: Model
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
-def load_model(model_dir: Path) -> tuple[MultimodalCNN, list[str]]:
+def load_model(model_dir: Path | str) -> tuple[MultimodalCNN, list[str]]:
     """The model in ``model_dir`` (in eval mode) and its class names."""
     model_dir = Path(model_dir)
     for name in (WEIGHTS_FILE, CONFIG_FILE):

@@ -13,9 +13,13 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from pipeline.config import SparkParams
 from pipeline.runtime import allocator_environment, require_java
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def spark_conf(params: SparkParams) -> dict[str, str]:
@@ -54,7 +58,7 @@ def _route_to(master: str) -> str | None:
 
 
 @contextmanager
-def spark_session(params: SparkParams) -> Iterator[object]:
+def spark_session(params: SparkParams) -> Iterator[SparkSession]:
     """Start a SparkSession for ``params`` and stop it on exit.
 
     If a session is already active in this process (a notebook, a test suite), it is reused and

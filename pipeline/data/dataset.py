@@ -44,8 +44,8 @@ class PatchSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def batch(self, index: torch.Tensor | np.ndarray) -> tuple[dict[str, torch.Tensor],
-                                                               torch.Tensor]:
+    def batch(self, index: torch.Tensor | np.ndarray | list[int]
+              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The inputs and labels at ``index``."""
         index = torch.as_tensor(index, dtype=torch.long)
         return {name: x[index] for name, x in self.inputs.items()}, self.labels[index]

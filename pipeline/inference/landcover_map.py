@@ -18,7 +18,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -120,7 +120,7 @@ def map_window(job: MapJob, core: tuple[int, int, int, int]) -> dict[str, Any]:
         if data.dtype.kind == "f":
             valid &= np.isfinite(data)
         features[name] = to_features(np.where(valid, data, 1), modality.kind)
-        invalid_by[name] = ~valid.all(axis=0)
+        invalid_by[name] = ~cast(np.ndarray, valid.all(axis=0))  # an array: valid is 3-D
     lrows, lcols = rows - top, cols - left
     area = job.patch_size ** 2
     keep = np.ones(len(rows), dtype=bool)
@@ -152,7 +152,7 @@ def map_window(job: MapJob, core: tuple[int, int, int, int]) -> dict[str, Any]:
     return {"core": core, "codes": codes, "predicted": int(len(rows))}
 
 
-def colour_table(class_codes: list[int]) -> dict[int, tuple[int, int, int, int]]:
+def colour_table(class_codes: list[int]) -> dict[int, tuple[int, ...]]:
     """RGBA per class code, in the order of the classes (as the prepare preview colours them)."""
     from matplotlib.colors import to_rgba
 
@@ -234,7 +234,8 @@ def write_map_preview(map_path: Path, out: Path, max_side: int = 1024, title: st
         rgb[codes == code] = np.asarray(colours[code][:3]) / 255.0
     fig, ax = plt.subplots(figsize=(7, 7 * codes.shape[0] / max(codes.shape[1], 1) + 0.6))
     ax.imshow(rgb, interpolation="nearest")
-    handles = [Patch(color=np.asarray(colours[c][:3]) / 255.0, label=f"{c} {n}")
+    # matplotlib takes an RGB array; its stubs list only tuples and strings
+    handles = [Patch(color=np.asarray(colours[c][:3]) / 255.0, label=f"{c} {n}")  # type: ignore[arg-type]
                for c, n in names.items()]
     if (codes == nodata).any():
         handles.append(Patch(color=(0.85, 0.85, 0.85), label="not predicted"))
@@ -246,7 +247,7 @@ def write_map_preview(map_path: Path, out: Path, max_side: int = 1024, title: st
     plt.close(fig)
 
 
-def map_job_for(scene_dir: Path, model_dir: Path, manifest: dict, stride: int,
+def map_job_for(scene_dir: Path, model_dir: Path, manifest: dict[str, Any], stride: int,
                 max_nodata_fraction: float, batch_size: int) -> MapJob:
     """The map job of a model trained on the prepared data described by ``manifest``.
 

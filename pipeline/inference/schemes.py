@@ -58,5 +58,6 @@ def time_scheme_inference(spark: Any, parallel: ParallelSettings, model_dir: Pat
     baseline = time_single_process(model, inputs, params.batch_size, params.repeats,
                                    params.warmup, threads, threshold)
     figures = compare(deployment, baseline)
+    assert deployment.decisions is not None and baseline.decisions is not None  # both ran
     figures["inference_agreement"] = agreement(deployment.decisions, baseline.decisions)
     return figures, {"deployment": deployment, "single_process": baseline}

@@ -33,7 +33,7 @@ def tensor_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
-def all_reduce_bytes(payload: int, world_size: int) -> float:
+def all_reduce_bytes(payload: float, world_size: int) -> float:
     """Bytes each worker sends (and receives) in a ring all-reduce of ``payload`` bytes."""
     return 2.0 * (world_size - 1) / world_size * payload if world_size > 1 else 0.0
 
@@ -76,7 +76,9 @@ class Comm:
         """Start sending ``tensor`` to rank ``dst``; wait on the returned work before reuse."""
         self._count(purpose, tensor_bytes(tensor), 0)
         with self._timed():
-            return dist.isend(tensor.contiguous(), dst, tag=tag)
+            work = dist.isend(tensor.contiguous(), dst, tag=tag)
+        assert work is not None  # None only for a rank outside the default group
+        return work
 
     def recv(self, tensor: torch.Tensor, src: int, purpose: str, tag: int = 0) -> torch.Tensor:
         """Receive into ``tensor`` from rank ``src`` (blocking)."""

@@ -10,6 +10,7 @@ it produces to the ranks that read them, all through a counting
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from pipeline.model import LOGITS, MultimodalCNN, input_key
 from pipeline.training.comm import Comm
@@ -52,7 +53,8 @@ class LayoutRunner:
         return (batch * len(self.keys) + self.keys.index(key)) * 2 + int(backward)
 
     def forward(self, inputs: dict[str, torch.Tensor], size: int, batch: int, purpose: str,
-                works: list) -> tuple[dict[str, torch.Tensor], list[str], list[tuple[str, int]]]:
+                works: list[dist.Work]
+                ) -> tuple[dict[str, torch.Tensor], list[str], list[tuple[str, int]]]:
         """Run this worker's units on (micro-)batch ``batch`` of ``size`` samples.
 
         ``inputs`` holds the samples per modality, where this worker reads them. Activations

@@ -30,7 +30,7 @@ from pipeline.training.failures import WorkerReports
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.layout import layout_for, model_parallel_bytes_per_step
 from pipeline.training.spark_metrics import job_group_metrics
-from pipeline.training.strategies import STRATEGIES
+from pipeline.training.strategies import POWERSGD_WARMUP_STEPS, STRATEGIES
 from pipeline.training.worker import train_worker
 
 SCHEMES = tuple(STRATEGIES)
@@ -44,10 +44,15 @@ def world_size(job: TrainJob) -> int:
     return layout_for(job.model, job.parallel).world_size
 
 
-def modelled_payload_per_step(job: TrainJob, patch_size: int) -> dict[str, float]:
+def modelled_payload_per_step(job: TrainJob, patch_size: int,
+                              steps: int | None = None) -> dict[str, float]:
     """Payload bytes sent per optimiser step, from the model's shapes, summed over workers.
 
     By purpose. An all-reduce is modelled as the ring moves it (:func:`all_reduce_bytes`).
+    PowerSGD sends each gradient's compressed ``P`` and ``Q`` (or the gradient itself where that
+    does not pay: the cost model's ``powersgd_bytes``) after
+    ``POWERSGD_WARMUP_STEPS`` uncompressed steps: with ``steps``, the figure is the mean over a
+    run of that many steps; without, the compressed steady state.
     """
     parallel = job.parallel
     if parallel.scheme != "data_parallel":
@@ -60,8 +65,18 @@ def modelled_payload_per_step(job: TrainJob, patch_size: int) -> dict[str, float
     if parallel.sync_every > 1:
         return {"parameters": workers * all_reduce_bytes(param_bytes, workers)
                 / parallel.sync_every}
-    # fp16/bf16 halve what is all-reduced; PowerSGD is compared with the uncompressed figure.
-    wire = param_bytes / 2 if parallel.gradient_compression in ("fp16", "bf16") else param_bytes
+    if parallel.gradient_compression == "powersgd" and workers > 1:
+        from pipeline.plan.programs import powersgd_bytes  # here: plan imports this module
+
+        sent = sum(powersgd_bytes(tuple(p.shape), parallel.powersgd_rank)
+                   for p in MultimodalCNN(job.model).parameters())
+        compressed = workers * all_reduce_bytes(int(sent), workers)
+        full = workers * all_reduce_bytes(param_bytes, workers)
+        warmup = min(POWERSGD_WARMUP_STEPS, steps) if steps else 0
+        mean = (warmup * full + ((steps or 1) - warmup) * compressed) / (steps or 1)
+        return {"gradients": mean}
+    # fp16/bf16 halve what is all-reduced
+    wire = param_bytes // 2 if parallel.gradient_compression in ("fp16", "bf16") else param_bytes
     return {"gradients": workers * all_reduce_bytes(wire, workers)}
 
 
@@ -96,7 +111,7 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
     result = outcomes[0].result
     if not isinstance(result, TrainResult):
         raise TrainingError(f"{job.parallel.scheme} training returned no result from rank 0")
-    result.modelled_payload_per_step = modelled_payload_per_step(job, patch_size)
+    result.modelled_payload_per_step = modelled_payload_per_step(job, patch_size, result.steps)
     result.spark = job_group_metrics(spark, group)
     return result
 
@@ -116,5 +131,6 @@ def _task_slots(spark: Any) -> int | None:
     if not context.master.startswith("local"):
         return None
     task_cpus = int(context.getConf().get("spark.task.cpus", "1"))
-    return context.defaultParallelism // task_cpus
+    slots: int = context.defaultParallelism // task_cpus
+    return slots
 

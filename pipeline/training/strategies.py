@@ -8,6 +8,8 @@ batch, and each strategy takes its own share of it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +34,12 @@ def build_model(job: TrainJob) -> MultimodalCNN:
     """The initial model: identical on every worker because it is built from the job's seed."""
     torch.manual_seed(job.seed)
     return MultimodalCNN(job.model)
+
+
+def _grad(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor.grad``, which backward has set."""
+    assert tensor.grad is not None
+    return tensor.grad
 
 
 class Strategy(ABC):
@@ -86,17 +94,20 @@ class Strategy(ABC):
     def optimizer(self) -> torch.optim.Optimizer:
         """The optimiser of this worker's parameters."""
 
-    def checkpoint_state(self) -> dict:
+    def checkpoint_state(self) -> dict[str, Any]:
         """What this worker must save to resume exactly: its parameters and optimiser state."""
         return {"params": {k: p.detach().clone() for k, p in self.named_parameters.items()},
                 "optimizer": self.optimizer.state_dict()}
 
     @torch.no_grad()
-    def load_checkpoint_state(self, state: dict) -> None:
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`checkpoint_state` saved."""
         for name, param in self.named_parameters.items():
             param.copy_(state["params"][name])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+POWERSGD_WARMUP_STEPS = 2  # PowerSGD all-reduces uncompressed gradients for this many steps first
 
 
 class DataParallelStrategy(Strategy):
@@ -121,18 +132,22 @@ class DataParallelStrategy(Strategy):
                                           momentum=job.momentum)
         self.steps = 0
 
-    def _hook(self, compression: str) -> tuple[object, object]:
-        inner = {"none": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
-                 "bf16": default_hooks.bf16_compress_hook,
-                 "powersgd": powerSGD_hook.powerSGD_hook}[compression]
+    def _hook(self, compression: str) -> tuple[Any, Callable[..., Any]]:
+        hooks: dict[str, Callable[..., torch.futures.Future[torch.Tensor]]] = {
+            "none": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
+            "bf16": default_hooks.bf16_compress_hook, "powersgd": powerSGD_hook.powerSGD_hook}
+        inner = hooks[compression]
         state = (powerSGD_hook.PowerSGDState(
             process_group=None, matrix_approximation_rank=self.job.parallel.powersgd_rank,
-            start_powerSGD_iter=2, random_seed=self.job.seed) if compression == "powersgd"
+            start_powerSGD_iter=POWERSGD_WARMUP_STEPS, random_seed=self.job.seed)
+            if compression == "powersgd"
             else None)
         comm = self.comm
         comm.attribute_all_reduce("gradients")
 
-        def counted_hook(hook_state, bucket):  # noqa: ANN001, ANN202 (DDP inspects annotations)
+        # Unannotated: DDP compares a hook's annotations with its types at runtime, and
+        # `from __future__ import annotations` turns them into strings it rejects.
+        def counted_hook(hook_state, bucket):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
             comm.bucket_ready()
             return inner(hook_state, bucket)  # in flight while backward goes on
 
@@ -153,11 +168,11 @@ class DataParallelStrategy(Strategy):
         """SGD over the whole replica."""
         return self._optimizer
 
-    def checkpoint_state(self) -> dict:
+    def checkpoint_state(self) -> dict[str, Any]:
         """The replica, its optimiser, and the step count that paces local SGD."""
         return super().checkpoint_state() | {"steps": self.steps}
 
-    def load_checkpoint_state(self, state: dict) -> None:
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         """Restore the replica, its optimiser and the step count."""
         super().load_checkpoint_state(state)
         self.steps = int(state["steps"])
@@ -169,7 +184,7 @@ class DataParallelStrategy(Strategy):
         local_sgd = self.job.parallel.sync_every > 1 and self.world_size > 1
         task = self.job.model.task
         if local_sgd:
-            with self.net.no_sync():
+            with cast(DistributedDataParallel, self.net).no_sync():  # local SGD: world > 1
                 loss = per_sample_loss(self.net(inputs), labels, task).mean()
                 loss.backward()
         else:
@@ -264,7 +279,7 @@ class ModelParallelStrategy(Strategy):
         """GPipe schedule over this replica's shard of ``batch``."""
         own = shard(batch, self.runner.replica, self.layout.replicas)
         micro_batches = np.array_split(own, self.job.parallel.micro_batches)
-        works: list = []
+        works: list[dist.Work] = []
         saved = []
         loss_sum, seen = 0.0, 0
         for micro, index in enumerate(micro_batches):
@@ -297,7 +312,7 @@ class ModelParallelStrategy(Strategy):
                 torch.autograd.backward(tensors, grads)
             for key in received:
                 works.append(self.comm.send(
-                    env[key].grad.to(self.runner.wire),
+                    _grad(env[key]).to(self.runner.wire),
                     self.runner.global_rank(self.runner.producer[key]), "activation_gradients",
                     self.runner.tag(key, micro, backward=True)))
         self.comm.wait(works)
@@ -310,12 +325,12 @@ class ModelParallelStrategy(Strategy):
     @torch.no_grad()
     def _average_gradients(self) -> None:
         params = self.parameters
-        flat = torch.cat([p.grad.flatten() for p in params])
+        flat = torch.cat([_grad(p).flatten() for p in params])
         self.comm.all_reduce(flat, "gradients", group=self.replica_group)
         flat /= self.layout.replicas
         offset = 0
         for p in params:
-            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+            _grad(p).copy_(flat[offset:offset + p.numel()].view_as(p))
             offset += p.numel()
 
     @torch.no_grad()
@@ -324,7 +339,7 @@ class ModelParallelStrategy(Strategy):
         if self.runner.replica != 0:
             return 0.0, 0.0
         correct = total = 0.0
-        works: list = []
+        works: list[dist.Work] = []
         for micro, start in enumerate(range(0, len(val), VALIDATION_CHUNK)):
             index = np.arange(start, min(start + VALIDATION_CHUNK, len(val)))
             inputs, labels = val.batch(index)
