@@ -14,7 +14,7 @@ from prefect import flow, task
 
 from flows._cli import run_stage
 from flows.layout import LAYOUT
-from pipeline.config import load_params
+from pipeline.config import SceneParams, load_params
 from pipeline.data.bigearthnet import ingest_bigearthnet
 from pipeline.data.ingest import ingest_scene, ingest_scenes
 from pipeline.data.synthetic import write_synthetic_scene
@@ -32,13 +32,13 @@ def write_scene(params_path: str, out_dir: str) -> dict:
         index = ingest_bigearthnet(ingest.bigearthnet, base, Path(out_dir))
         return {"source": "bigearthnet", "modalities": ["optical", "sar"],
                 "classes": len(index["classes"]), "pairs": len(index["pairs"])}
-    if isinstance(ingest.scene, list) and ingest.source == "scene":
+    if ingest.source == "scene" and isinstance(ingest.scene, list):
         scenes = ingest_scenes(ingest.scene, base, Path(out_dir))
         first = next(iter(scenes.values()))
         return {"source": f"scene ({len(scenes)} scenes: {', '.join(scenes)})",
                 "modalities": sorted(first.modalities), "classes": len(first.classes)}
     if ingest.source == "scene":
-        assert ingest.scene is not None  # the config requires it for this source
+        assert isinstance(ingest.scene, SceneParams)  # the config requires it for this source
         scene = ingest_scene(ingest.scene, base, Path(out_dir))
     else:
         scene = write_synthetic_scene(ingest.synthetic, Path(out_dir))
