@@ -148,7 +148,7 @@ def wait_for_worker(root: psutil.Process, rank: int, process: subprocess.Popen[s
 
 
 def test_a_second_pipeline_run_on_the_same_project_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
     with project_lock(tmp_path / ".landcover.lock"):
         process = stage("flows.pipeline", "--params", "params.yaml", cwd=tmp_path)
         _, stderr = process.communicate(timeout=180)
