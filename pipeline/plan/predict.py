@@ -74,9 +74,12 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Ne
     if missing:
         raise ValueError(f"the compute profile lacks batch sizes {sorted(missing)}; measure "
                          "them first (pipeline.plan.profile.load_or_measure)")
-    steps = SIMULATED_STEPS
+    warmup, steps = WARMUP_STEPS, SIMULATED_STEPS
     if job.parallel.scheme == "data_parallel" and job.parallel.sync_every > 1:
-        steps = WARMUP_STEPS + 2 * job.parallel.sync_every
+        # whole local-SGD periods, in the warm-up and after it: every average counts once
+        every = job.parallel.sync_every
+        warmup = -(-WARMUP_STEPS // every) * every
+        steps = warmup + 2 * every
     programs = built.programs()
     if scheme_profile is not None:
         if len(scheme_profile.cpu_s) != len(programs):
@@ -89,7 +92,7 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Ne
     elif network.shared_cores:
         network = replace(network, corun_slowdown=tuple(profile.corun_slowdown))
     traces = simulate(programs, network, steps)
-    step_times = [t.steady_step_s(WARMUP_STEPS) for t in traces]
+    step_times = [t.steady_step_s(warmup) for t in traces]
     busiest = max(range(len(traces)), key=step_times.__getitem__)
     compute = traces[busiest].compute_s / steps
     step = step_times[busiest]
