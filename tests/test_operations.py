@@ -108,10 +108,16 @@ def test_a_killed_worker_is_retried_by_prefect_from_its_checkpoint_to_the_same_p
     process = start_training(prepared_dir, tmp_path, epochs=8, retries=1, timeout_s=300,
                              checkpoint_every=every)
     stderr = StderrLines(process)
-    rank_1 = wait_for_worker(psutil.Process(process.pid), rank=1, process=process)
-    stderr.wait_for("[train data_parallel] epoch 1/8")  # a checkpoint is on disk, 7 epochs to go
-    rank_1.send_signal(signal.SIGKILL)
-    process.wait(timeout=300)
+    try:
+        # a checkpoint is on disk, 7 epochs to go (generous: Spark's start on a busy machine)
+        stderr.wait_for("[train data_parallel] epoch 1/8", seconds=600)
+        rank_1 = wait_for_worker(psutil.Process(process.pid), rank=1, process=process)
+        rank_1.send_signal(signal.SIGKILL)
+        process.wait(timeout=600)
+    finally:
+        if process.poll() is None:  # the test failed on the way: stop the stage, its workers
+            process.terminate()
+            process.wait(timeout=120)
     text = stderr.text()
     assert process.returncode == 0, text
 
