@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from flows._cli import run_stage
 from flows.layout import LAYOUT
@@ -22,6 +23,7 @@ from pipeline.tracking import (
     log_pytorch_model,
     log_training,
     open_pipeline_run,
+    record_attempt,
     run_reference,
     training_run,
 )
@@ -31,12 +33,20 @@ from pipeline.training.trainer import train_model
 
 @task(cache_policy=NO_CACHE)
 def train_on_spark(spark: object, train: TrainParams, model: ModelParams, data: str,
-                   checkpoints: str) -> tuple[TrainJob, TrainResult]:
+                   checkpoints: str, run_id: str) -> tuple[TrainJob, TrainResult]:
     """Run distributed training on the Spark application ``spark``.
 
-    A retry resumes from the last checkpoint in ``checkpoints``.
+    A retry resumes from the last checkpoint in ``checkpoints``. Each attempt is recorded on the
+    MLflow run ``run_id`` (``train_attempts``, and a failed attempt's error).
     """
-    return train_model(spark, train, model, Path(data), checkpoint_dir=Path(checkpoints))
+    attempt = task_run.run_count  # 1, then 2 on the first retry
+    try:
+        out = train_model(spark, train, model, Path(data), checkpoint_dir=Path(checkpoints))
+    except Exception as exc:
+        record_attempt(run_id, attempt, exc)
+        raise
+    record_attempt(run_id, attempt)
+    return out
 
 
 @flow(name="train", log_prints=True)
@@ -60,7 +70,8 @@ def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
         log_dataset(data, data_hash, config.ingest.source)
         with spark_session(config.spark) as spark:
             job, result = train_on_spark.with_options(retries=config.train.retries)(
-                spark, config.train, config.model, data, LAYOUT.checkpoint_dir(scheme))
+                spark, config.train, config.model, data, LAYOUT.checkpoint_dir(scheme),
+                run.info.run_id)
         dataset = PreparedDataset.open(data)
         save_model(Path(out), result.state_dict, job.model, dataset.class_names,
                    extra={"history.json": result.history, "workers.json": result.workers,

@@ -14,8 +14,10 @@ data as a dataset input, the training figures and the model (``mlflow.pytorch``,
 signature and an input example). The evaluate stage reopens the child (``run.json``).
 
 A stage that raises marks its run FAILED with the error in the ``error`` tag, and marks the
-parent FAILED too; the next pipeline run opens a new parent. Only complete children (FINISHED,
-with the ranking metric and a logged model) are candidates for the model registry.
+parent FAILED too; the next pipeline run opens a new parent. A training retried by Prefect stays in
+one run: ``train_attempts`` counts its attempts, ``train_attempt_<n>_error`` holds a failed one's
+error. Only complete children (FINISHED, with the ranking metric and a logged model) are
+candidates for the model registry.
 """
 
 from __future__ import annotations
@@ -249,6 +251,22 @@ def training_run(params: Params, run_name: str | None = None,
                          "spark_master": params.spark.master,
                          "data_source": params.ingest.source} | (tags or {}))
         yield run
+
+
+ATTEMPTS_TAG = "train_attempts"  # how many attempts the training took (2: one Prefect retry)
+
+
+def record_attempt(run_id: str, attempt: int, error: BaseException | None = None) -> None:
+    """Record a training attempt on the scheme's run ``run_id``, so a retry shows in MLflow.
+
+    Sets ``train_attempts`` to ``attempt`` (1-based) and, for a failed attempt, its error in
+    ``train_attempt_<attempt>_error``; the run of a retried training that then succeeded is
+    FINISHED with ``train_attempts`` 2 and the first attempt's error.
+    """
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, ATTEMPTS_TAG, str(attempt))
+    if error is not None:
+        client.set_tag(run_id, f"train_attempt_{attempt}_error", _error_text(error))
 
 
 def log_dataset(data_dir: Path | str, fingerprint: str, source: str,

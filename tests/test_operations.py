@@ -1,4 +1,5 @@
-"""Operating the pipeline: Ctrl-C/SIGTERM during training, and two runs on one project."""
+"""Operating the pipeline: Ctrl-C/SIGTERM during training, a killed worker failing the stage or
+retried by Prefect from its checkpoint, and two runs on one project."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
+import torch
 import yaml
 
+from pipeline.config import load_params
+from pipeline.model_store import load_model
 from pipeline.runtime import project_lock
 from pipeline.training.barrier import WORKER_NAME
+from pipeline.training.trainer import train_model
 
 from .conftest import PROJECT_ROOT
 from .training.test_failures import torch_workers, wait_gone
@@ -95,6 +100,50 @@ def test_a_worker_killed_mid_epoch_fails_the_stage_and_its_run_and_leaves_no_mod
     assert child.info.status == "FAILED"
     assert "was killed by SIGKILL" in child.data.tags["error"]
     assert mlflow.MlflowClient(tracking_uri(tmp_path)).search_registered_models() == []
+
+
+def test_a_killed_worker_is_retried_by_prefect_from_its_checkpoint_to_the_same_parameters(
+        prepared_dir: Path, tmp_path: Path, spark: object) -> None:
+    every = 5  # 27 steps an epoch: epoch 1's last line comes after the checkpoint of step 25
+    process = start_training(prepared_dir, tmp_path, epochs=8, retries=1, timeout_s=300,
+                             checkpoint_every=every)
+    stderr = StderrLines(process)
+    try:
+        # a checkpoint is on disk, 7 epochs to go (generous: Spark's start on a busy machine)
+        stderr.wait_for("[train data_parallel] epoch 1/8", seconds=600)
+        rank_1 = wait_for_worker(psutil.Process(process.pid), rank=1, process=process)
+        rank_1.send_signal(signal.SIGKILL)
+        process.wait(timeout=600)
+    finally:
+        if process.poll() is None:  # the test failed on the way: stop the stage, its workers
+            process.terminate()
+            process.wait(timeout=120)
+    text = stderr.text()
+    assert process.returncode == 0, text
+
+    (child,) = [r for r in project_runs(tmp_path) if r.data.tags.get("scheme") == "data_parallel"]
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["train_attempts"] == "2"  # the retry shows in MLflow, with its cause
+    failure = child.data.tags["train_attempt_1_error"]
+    assert f"worker rank 1 of 2 was killed by SIGKILL (signal 9, pid {rank_1.pid})" in failure
+    assert (killed := re.search(r"killed by SIGKILL \(signal 9, pid \d+\) during epoch \d+, "
+                                r"step (\d+)", failure)), failure
+    killed_at = int(killed.group(1))
+    # the retry started at the last checkpoint before the kill and ran only the remaining steps
+    resumed, steps = (int(child.data.metrics[k]) for k in ("resumed_from_step", "steps"))
+    assert f"[checkpoint] resuming from step {resumed} " in text
+    # (a kill inside the save of step `killed_at` may leave the one before it the last)
+    assert 0 < resumed <= killed_at <= resumed + every and resumed % every == 0
+    assert child.data.metrics["steps_run"] == steps - resumed
+
+    # the same training on the same 2 workers, never interrupted and without checkpoints
+    config = load_params(tmp_path / "params.yaml").for_scheme("data_parallel")
+    _, uninterrupted = train_model(spark, config.train, config.model, prepared_dir)
+    assert steps == uninterrupted.steps
+    trained = load_model(tmp_path / "model")[0].state_dict()
+    for key, expected in uninterrupted.state_dict.items():  # exactly: resume is promised exact
+        torch.testing.assert_close(trained[key], expected, rtol=0, atol=0)
+    assert not (tmp_path / "checkpoints" / "data_parallel").exists()  # cleared after success
 
 
 class StderrLines:
