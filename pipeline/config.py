@@ -554,7 +554,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
 def _params_error(path: Path, exc: ValidationError) -> ParamsError:
     """Turn pydantic's first error into one message that names the field and the fix."""
     err = exc.errors()[0]
-    loc = [str(part) for part in err["loc"]]
+    loc = [str(part) for part in err["loc"] if not _union_tag(str(part))]
     field = ".".join(loc) or "<file>"
     if err["type"] == "extra_forbidden":
         valid = _valid_keys(loc[:-1])
@@ -570,10 +570,22 @@ def _params_error(path: Path, exc: ValidationError) -> ParamsError:
     return ParamsError(path, field, f"{err['msg']} (got {value!r})", fix)
 
 
+def _union_tag(part: str) -> bool:
+    """Whether ``part`` of an error's location is pydantic's name of a union's member.
+
+    For ``scene: SceneParams | list[SceneParams]`` pydantic locates an error at
+    ``ingest.scene.SceneParams.modalities...`` or ``ingest.scene.list[SceneParams].1...``;
+    the user wrote neither name.
+    """
+    return part.removeprefix("list[").removesuffix("]") in _MODEL_NAMES
+
+
 def _valid_keys(loc: list[str]) -> list[str]:
     model: Any = Params
     parts = iter(loc)
     for part in parts:
+        if part.isdigit():  # an item of a list of sections (ingest.scene.1)
+            continue
         field = model.model_fields.get(part)
         if field is None:
             return []
@@ -581,6 +593,9 @@ def _valid_keys(loc: list[str]) -> list[str]:
         if typing.get_origin(annotation) is dict:  # e.g. modalities: {name: ModalityParams}
             annotation = typing.get_args(annotation)[1]
             next(parts, None)  # skip the user's key
+        elif isinstance(annotation, types.UnionType):  # e.g. SceneParams | list[SceneParams]
+            annotation = next((a for a in typing.get_args(annotation)
+                               if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
@@ -628,3 +643,7 @@ def write_overrides(path: Path | str, overrides: dict[str, Any]) -> Params:
         raise _params_error(path, exc) from None
     path.write_text(buffer.getvalue())
     return params
+
+
+_MODEL_NAMES = {name for name, value in list(globals().items())
+                if isinstance(value, type) and issubclass(value, BaseModel)}

@@ -54,6 +54,7 @@ class TimelineSampler:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="timeline-sampler", daemon=True)
         self._last = self._read()
+        self._before_last = self._last
 
     def _read(self) -> tuple[float, float, tuple[float, float], tuple[float, float] | None]:
         times = self._process.cpu_times()
@@ -63,7 +64,23 @@ class TimelineSampler:
     def sample(self) -> Sample:
         """Record one sample: the rates since the previous one, and the memory now."""
         now = self._read()
-        (t0, cpu0, payload0, wire0), (t1, cpu1, payload1, wire1) = self._last, now
+        self._before_last = self._last
+        return self._record(self._last, now)
+
+    def _fold_into_last(self) -> None:
+        """Replace the last sample by one over its interval and the time since (a last, short one).
+
+        CPU time advances in clock ticks (10 ms): over an interval of a few ms a process's
+        utilisation reads as 0 or several hundred percent, so a short last interval is not a
+        sample of its own.
+        """
+        self.samples.pop()
+        self._record(self._before_last, self._read())
+
+    def _record(self, last: tuple[float, float, tuple[float, float], tuple[float, float] | None],
+                now: tuple[float, float, tuple[float, float], tuple[float, float] | None]
+                ) -> Sample:
+        (t0, cpu0, payload0, wire0), (t1, cpu1, payload1, wire1) = last, now
         dt = max(t1 - t0, 1e-6)
         sample = {"time": t1, "dt_s": dt, "cpu_percent": 100.0 * (cpu1 - cpu0) / dt,
                   "rss_mb": self._process.memory_info().rss / 2**20,
@@ -91,7 +108,10 @@ class TimelineSampler:
         if self._thread.is_alive():
             self._stopped.set()
             self._thread.join()
-            self.sample()
+            if self.samples and self._clock() - self._last[0] < self.interval_s / 2:
+                self._fold_into_last()
+            else:
+                self.sample()
         return self.samples
 
 

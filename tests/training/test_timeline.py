@@ -72,3 +72,14 @@ def test_timelines_are_metrics_of_the_run_with_steps_and_timestamps(tmp_path: Pa
         history = client.get_metric_history(run.info.run_id, f"timeline/cpu_percent_w{rank}")
         assert sorted((m.step, m.timestamp, m.value) for m in history) == [
             (i, (100 + i) * 1000, 10.0 * (i + rank)) for i in range(3)]
+
+
+def test_a_short_last_interval_is_folded_into_the_sample_before_it() -> None:
+    # CPU time moves in 10 ms ticks: over a last interval of a few ms, utilisation would read
+    # as several hundred percent of a core; stop() widens the last sample instead.
+    sampler = TimelineSampler(Comm(), WireMeter({}), interval_s=0.2).start()
+    while len(sampler.samples) < 2:
+        sum(i * i for i in range(10_000))  # keep a core busy so CPU time advances
+    samples = sampler.stop()
+    assert all(s["dt_s"] >= 0.1 for s in samples)
+    assert all(0 <= s["cpu_percent"] <= 100 * 1.5 for s in samples)
