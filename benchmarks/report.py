@@ -21,6 +21,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS, load, machine
 from flows.layout import LAYOUT
 from pipeline.io import write_with
+from pipeline.stage_clock import WORK
 from pipeline.training.worker import WARMUP_STEPS
 
 
@@ -248,11 +249,21 @@ def pipeline_stage_times(folder: Path) -> list[str]:
     total = sum(r["seconds"] for r in records)
     lines += [f"The stages' last runs, finished {records[0]['finished_at']} to "
               f"{records[-1]['finished_at']} (each stage command's wall time, Python start-up "
-              "included; `dvc repro`'s own checks between stages are not):", "",
-              "| stage | seconds | share |", "| --- | --- | --- |"]
-    lines += [f"| {r['stage']} | {r['seconds']:.1f} | {r['seconds'] / total:.0%} |"
-              for r in records]
-    return lines + [f"| **all stages** | **{total:.1f}** | |", ""]
+              "included; `dvc repro`'s own checks between stages are not). *Work* is the "
+              "stage's own computation; *outside work* the rest, its largest part named "
+              "(`logs/stage_times/<stage>.json` has every phase):", "",
+              "| stage | seconds | work s | outside work s | largest fixed cost | share |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        fixed = {k: v for k, v in r.get("phases", {}).items() if k != WORK}
+        largest = max(fixed, key=fixed.__getitem__) if fixed else None
+        lines.append(f"| {r['stage']} | {r['seconds']:.1f} | {r.get('work_s', float('nan')):.1f}"
+                     f" | {r.get('outside_work_s', float('nan')):.1f} | "
+                     + (f"{largest} {fixed[largest]:.1f} s" if largest else "-")
+                     + f" | {r['seconds'] / total:.0%} |")
+    work = sum(r.get("work_s", 0.0) for r in records)
+    return lines + [f"| **all stages** | **{total:.1f}** | **{work:.1f}** | "
+                    f"**{total - work:.1f}** | | |", ""]
 
 
 def main(argv: list[str] | None = None) -> None:

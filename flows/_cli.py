@@ -27,6 +27,7 @@ from pipeline.errors import (
     TrainingError,
 )
 from pipeline.io import write_json
+from pipeline.stage_clock import CLOCK
 
 if TYPE_CHECKING:
     from prefect import Flow
@@ -44,9 +45,11 @@ def run_stage(flow: Flow[..., Any], description: str, paths: dict[str, str | Non
     traceback Prefect logs for the failed flow run (that stays in the stage's log file,
     ``logs/stages/<stage>.log``), and the process exits with status 1. A ``tracked`` stage
     (one that writes to MLflow) checks the tracking store before its flow starts. A stage that
-    succeeds records its wall time, from process start (imports included), in
-    ``logs/stage_times/``.
+    succeeds records its wall time, from process start (imports included), and where it went
+    (:mod:`pipeline.stage_clock`) in ``logs/stage_times/``.
     """
+    before_flow_s = time.time() - psutil.Process().create_time()
+    CLOCK.reset()
     parser = argparse.ArgumentParser(description=description)
     for name, default in paths.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
@@ -62,7 +65,7 @@ def run_stage(flow: Flow[..., Any], description: str, paths: dict[str, str | Non
 
                 check_store(config.tracking.uri)
         result = flow(**args)
-    record_stage_time(flow.name, args.get("scheme"))
+    record_stage_time(flow.name, args.get("scheme"), before_flow_s)
     return result
 
 
@@ -109,12 +112,19 @@ def stage_log(path: Path) -> Iterator[None]:
         to_file.close()
 
 
-def record_stage_time(name: str, scheme: str | None = None) -> None:
-    """Write this process's wall time so far as stage ``name`` (of ``scheme``) took it."""
+def record_stage_time(name: str, scheme: str | None = None, before_flow_s: float = 0.0) -> None:
+    """Write this process's wall time so far as stage ``name`` (of ``scheme``) took it.
+
+    With its breakdown: ``work_s``, ``outside_work_s`` and the ``phases`` the stage marked on
+    :data:`~pipeline.stage_clock.CLOCK`, ``before_flow_s`` of them before its flow started.
+    """
     stage = stage_name(name, scheme)
-    process = psutil.Process()
+    started = psutil.Process().create_time()
+    seconds = time.time() - started
     write_json(Path(LAYOUT.stage_times) / f"{stage}.json", {
-        "stage": stage, "seconds": round(time.time() - process.create_time(), 1),
+        "stage": stage, "seconds": round(seconds, 1),
+        **CLOCK.breakdown(seconds, before_flow_s),
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
 
 

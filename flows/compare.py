@@ -24,6 +24,7 @@ from pipeline.data.prepared_store import dataset_fingerprint
 from pipeline.io import write_json
 from pipeline.plan import Prediction, plan
 from pipeline.report import comparison_rows, format_table, write_comparison
+from pipeline.stage_clock import CLOCK, WORK
 from pipeline.tracking import (
     COMPARED_TAG,
     client_for,
@@ -89,12 +90,13 @@ def compare_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
     parent = open_pipeline_run(config, data_hash, tags={
         "data_hash": data_hash, "git_commit": git_commit(),
         "dvc_data_md5": dvc_out_hash(LAYOUT.lock, data)})
-    with failing_pipeline_run(config.tracking, parent):
+    with failing_pipeline_run(config.tracking, parent), CLOCK.phase(WORK):
         client = client_for(config.tracking)
         runs = [client.get_run(read_run_reference(Path(models) / s)["run_id"])
                 for s in config.train.compare]
         client.set_tag(parent, COMPARED_TAG, ",".join(r.info.run_id for r in runs))
-        modelled = modelled_steps(config, data)
+        with CLOCK.phase("cost model (machine probe: first run on a machine)"):
+            modelled = modelled_steps(config, data)
         rows = comparison_rows(runs, {s: p.step_s for s, p in modelled.items()})
         files = write_comparison(rows, Path(out), config.compare.metric)
         files.append(write_plan(Path(out), modelled))

@@ -37,6 +37,7 @@ from pipeline.io import atomic_path, write_json
 from pipeline.model_store import load_model
 from pipeline.objective import SINGLE_LABEL
 from pipeline.spark import spark_session
+from pipeline.stage_clock import CLOCK, WORK
 from pipeline.tracking import (
     log_evaluation,
     log_evaluation_artifacts,
@@ -122,7 +123,7 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
     scheme = scheme or scheme_of(model, config)
     config = config.for_scheme(scheme)
     reports = reports or LAYOUT.reports_dir(scheme)
-    with resumed_run(read_run_reference(Path(model)), config.tracking):
+    with resumed_run(read_run_reference(Path(model)), config.tracking), CLOCK.phase(WORK):
         evaluation, validation = score_model(model, data, config.evaluate.threshold,
                                              config.evaluate.bootstrap_resamples)
         results = dict(evaluation.metrics)
@@ -142,9 +143,10 @@ def evaluate_flow(params: str = LAYOUT.params, model: str = LAYOUT.model_dir("da
                                                  config.evaluate)
             figures |= timing
             write_json(folder / TIMINGS_FILE, {"scheme": scheme, "figures": timing, **details})
-        log_evaluation(results)
-        log_evaluation(validation | figures, prefix="")
-        log_evaluation_artifacts(Path(reports))
+        with CLOCK.phase("tracking"):
+            log_evaluation(results)
+            log_evaluation(validation | figures, prefix="")
+            log_evaluation_artifacts(Path(reports))
         write_json(metrics, results | validation | figures)
     print(f"{scheme} test metrics (95 % interval over {results['ci_blocks']:.0f} blocks): "
           + ", ".join(f"{k}={v:.4f} [{results[f'{k}_ci_low']:.4f}, "

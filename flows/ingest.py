@@ -18,6 +18,7 @@ from pipeline.config import SceneParams, load_params
 from pipeline.data.bigearthnet import ingest_bigearthnet
 from pipeline.data.ingest import ingest_scene, ingest_scenes
 from pipeline.data.synthetic import write_synthetic_scene
+from pipeline.stage_clock import CLOCK, WORK
 
 
 @task(retries=2, retry_delay_seconds=[2, 5],
@@ -50,7 +51,8 @@ def write_scene(params_path: str, out_dir: str) -> dict:
 def ingest_flow(params: str = LAYOUT.params, out: str = LAYOUT.raw) -> dict:
     """Write the ingested data to ``out``."""
     load_params(params)  # fail fast on bad params, before any task runs
-    summary = write_scene(params, out)
+    with CLOCK.phase(WORK):
+        summary = write_scene(params, out)
     print(f"ingested {summary['source']} data: modalities {summary['modalities']}, "
           f"{summary['classes']} classes -> {out}")
     return summary

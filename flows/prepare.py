@@ -14,6 +14,7 @@ from pipeline.data.bigearthnet import is_bigearthnet, prepare_bigearthnet
 from pipeline.data.prepare import prepare_dataset
 from pipeline.data.scene import SceneDescription, scene_folders
 from pipeline.spark import spark_session
+from pipeline.stage_clock import CLOCK, WORK
 
 
 @task(cache_policy=NO_CACHE)
@@ -32,7 +33,7 @@ def prepare_flow(params: str = LAYOUT.params, raw: str = LAYOUT.raw,
     if not is_bigearthnet(Path(raw)):
         for folder in scene_folders(Path(raw)).values():
             SceneDescription.load(folder)  # fail fast, before Spark starts
-    with spark_session(config.spark) as spark:
+    with spark_session(config.spark) as spark, CLOCK.phase(WORK):
         manifest = prepare_patches(spark, raw, out, config.prepare)
     print(f"prepared {manifest['task']} patches {manifest['split_sizes']} over "
           f"{len(manifest['classes'])} classes, dropped {manifest['dropped_patches']}, "

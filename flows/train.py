@@ -15,6 +15,7 @@ from pipeline.data.dataset import PreparedDataset
 from pipeline.data.prepared_store import dataset_fingerprint
 from pipeline.model_store import load_model, save_model
 from pipeline.spark import spark_session
+from pipeline.stage_clock import CLOCK, WORK
 from pipeline.tracking import (
     RUN_FILE,
     dvc_out_hash,
@@ -68,18 +69,20 @@ def train_flow(params: str = LAYOUT.params, data: str = LAYOUT.prepared,
     parent = open_pipeline_run(config, data_hash, tags=provenance)
     with training_run(config, run_name=scheme, tags=provenance, parent_run_id=parent) as run:
         log_dataset(data, data_hash, config.ingest.source)
-        with spark_session(config.spark) as spark:
+        with spark_session(config.spark) as spark, CLOCK.phase("worker launch and results"):
             job, result = train_on_spark.with_options(retries=config.train.retries)(
                 spark, config.train, config.model, data, LAYOUT.checkpoint_dir(scheme),
                 run.info.run_id)
-        dataset = PreparedDataset.open(data)
-        save_model(Path(out), result.state_dict, job.model, dataset.class_names,
-                   extra={"history.json": result.history, "workers.json": result.workers,
-                          RUN_FILE: run_reference(run, config.tracking)
-                          | {"parent_run_id": parent}})
-        log_training(result, Path(out))
-        example, _ = dataset.split("train").batch(list(range(2)))
-        log_pytorch_model(load_model(Path(out))[0], example)
+            CLOCK.add(WORK, result.wall_time_s)  # the workers' training loop
+        with CLOCK.phase("model saved and logged"):
+            dataset = PreparedDataset.open(data)
+            save_model(Path(out), result.state_dict, job.model, dataset.class_names,
+                       extra={"history.json": result.history, "workers.json": result.workers,
+                              RUN_FILE: run_reference(run, config.tracking)
+                              | {"parent_run_id": parent}})
+            log_training(result, Path(out))
+            example, _ = dataset.split("train").batch(list(range(2)))
+            log_pytorch_model(load_model(Path(out))[0], example)
     print(f"trained {scheme} on {result.world_size} workers in {result.wall_time_s:.1f}s "
           f"({result.metrics()['payload_bytes_sent_per_step']:,.0f} payload bytes sent per "
           "step); "

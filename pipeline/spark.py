@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import SparkParams
 from pipeline.runtime import allocator_environment, require_java
+from pipeline.stage_clock import CLOCK
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -77,9 +78,11 @@ def spark_session(params: SparkParams) -> Iterator[SparkSession]:
     builder = SparkSession.builder.master(params.master).appName(params.app_name)
     for key, value in spark_conf(params).items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
+    with CLOCK.phase("spark start"):
+        session = builder.getOrCreate()
+        session.sparkContext.setLogLevel("ERROR")
     try:
         yield session
     finally:
-        session.stop()
+        with CLOCK.phase("spark stop"):
+            session.stop()

@@ -29,7 +29,7 @@ from pipeline.training.comm import all_reduce_bytes
 from pipeline.training.failures import WorkerReports
 from pipeline.training.job import TrainJob, TrainResult
 from pipeline.training.layout import layout_for, model_parallel_bytes_per_step
-from pipeline.training.spark_metrics import job_group_metrics
+from pipeline.training.spark_metrics import job_group_metrics, prime
 from pipeline.training.strategies import POWERSGD_WARMUP_STEPS, STRATEGIES
 from pipeline.training.worker import train_worker
 
@@ -100,6 +100,7 @@ def fit(spark: Any, job: TrainJob, patch_size: int) -> TrainResult:
             "train.workers (or the scheme's layout settings) or give Spark more slots "
             "(spark.master, e.g. local[4], or more executors)")
     group = f"landcover-train-{uuid.uuid4().hex}"
+    prime(spark)  # while the workers start
     try:
         outcomes = run_workers(spark, train_worker, job, workers, job.timeout_s, group)
     except TrainingError:

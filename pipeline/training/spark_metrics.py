@@ -8,6 +8,7 @@ application's UI (``/api/v1``, on 127.0.0.1 for local masters). Empty when the U
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -26,6 +27,24 @@ FIELDS = {  # REST field -> (metric name, scale)
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
+
+
+def prime(spark: Any) -> None:
+    """Make the UI's REST layer ready in the background (its first request takes seconds).
+
+    Started with a job, so that reading that job's figures afterwards does not wait for it.
+    """
+    base = spark.sparkContext.uiWebUrl
+    if not base:
+        return
+
+    def request() -> None:
+        try:
+            _get(f"{base}/api/v1/version")
+        except OSError:  # the figures are read later with their own error handling
+            pass
+
+    threading.Thread(target=request, name="spark-rest-prime", daemon=True).start()
 
 
 def job_group_metrics(spark: Any, group: str, attempts: int = 10) -> dict[str, float]:
