@@ -73,7 +73,9 @@ def run_with_server(command: list[str]) -> int:
         return subprocess.call(command)
     with prefect_server() as api_url:
         print(f"Prefect API server for this run: {api_url}", file=sys.stderr, flush=True)
-        child = subprocess.Popen(command, env=os.environ | {"PREFECT_API_URL": api_url})
+        # no UI_URL: the server has no UI and is gone after the command, so no "View at" links
+        child = subprocess.Popen(command, env=os.environ | {"PREFECT_API_URL": api_url,
+                                                            "PREFECT_UI_URL": ""})
         previous = signal.signal(signal.SIGTERM, lambda *_: terminate_tree(child.pid))
         try:
             while True:

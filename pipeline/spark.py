@@ -27,6 +27,7 @@ def spark_conf(params: SparkParams) -> dict[str, str]:
     """The Spark settings for ``params``: safe defaults, then the user's ``spark.conf``."""
     conf = {
         "spark.python.worker.reuse": "true",
+        "spark.python.daemon.module": "pipeline.spark_daemon",  # workers start with torch
         "spark.ui.showConsoleProgress": "false",
         "spark.executorEnv.PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
     } | {f"spark.executorEnv.{key}": os.environ.get(key, value)

@@ -15,13 +15,16 @@ from .conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-# The command run under the server: checks the server answers, records its URL, then exits with
-# the status it is given (or waits for a signal).
+# The command run under the server: checks the server answers, records its URL and the link
+# Prefect would log for a flow run, then exits with the status it is given (or waits for a signal).
 CHILD = """
 import os, sys, time, urllib.request
 url = os.environ["PREFECT_API_URL"]
 assert urllib.request.urlopen(url + "/health", timeout=10).status == 200
 print(url, flush=True)
+if sys.argv[1] != "wait":
+    from prefect.utilities.urls import url_for
+    print("link:", url_for("flow-run", obj_id="9f9744b8-6c3e-4524-b99d-8ddc85654de7"))
 if sys.argv[1] == "wait":
     time.sleep(600)  # until the signal
 sys.exit(int(sys.argv[1]))
@@ -49,7 +52,8 @@ def test_the_command_shares_one_server_that_is_stopped_when_it_fails(tmp_path: P
     stdout, stderr = process.communicate(timeout=180)
 
     assert process.returncode == 3, stderr  # the command's status, passed on
-    url = stdout.strip()
+    url, link = stdout.strip().splitlines()
+    assert link == "link: None"  # no "View at" a UI the server does not serve
     assert url.startswith("http://127.0.0.1:")
     assert not answers(url)  # stopped with the command
     assert (tmp_path / "prefect" / "shared-server.log").is_file()

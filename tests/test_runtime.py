@@ -21,6 +21,16 @@ def test_environment_keeps_spark_on_loopback_and_telemetry_off(tmp_path: Path) -
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["DVC_NO_ANALYTICS"] == "1"
 
 
+def test_spark_python_workers_start_with_torch_and_the_training_loop_imported(
+        spark: object) -> None:
+    # forked from pipeline.spark_daemon: a task does not pay the imports (lambda: by value,
+    # so unpickling it imports nothing)
+    seen = spark.sparkContext.parallelize([0, 1], 2).map(  # type: ignore[attr-defined]
+        lambda _: sorted(m for m in ("torch", "pipeline.training.worker", "rasterio",
+                                     "mlflow", "prefect") if m in sys.modules)).collect()
+    assert seen == [["pipeline.training.worker", "rasterio", "torch"]] * 2
+
+
 def test_spark_python_workers_keep_freed_memory(spark: object) -> None:
     # A 1-thread forward of the default model: 15.5 ms per batch when malloc hands memory back
     # to the kernel after every batch, 6.1 ms when it keeps it (benchmarks/ measure it).
