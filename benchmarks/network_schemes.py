@@ -20,7 +20,7 @@ Writes ``benchmarks/results/network_schemes.{json,png}``. Needs root (network na
 it the figures say why they are missing.
 
     python -m benchmarks.network_schemes [--rates 10gbit 1gbit 100mbit] [--sizes tiny large]
-        [--batch-sizes 64 256] [--repeats 2]
+        [--batch-sizes 64 256] [--schemes hybrid ...] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pipeline.data.dataset import PreparedDataset  # noqa: E402
 from pipeline.emulated_network import EmulatedNetwork, check_support, parse_rate  # noqa: E402
 from pipeline.errors import NetworkEmulationError  # noqa: E402
 from pipeline.io import write_with  # noqa: E402
-from pipeline.plan import machine_probe, profile  # noqa: E402
+from pipeline.plan import machine_probe, profile, scheme_profile  # noqa: E402
 from pipeline.plan.programs import batch_sizes  # noqa: E402
 from pipeline.runtime import configure_environment  # noqa: E402
 from pipeline.spark import spark_session  # noqa: E402
@@ -113,7 +113,7 @@ def single_process(job: TrainJob) -> dict[str, float]:
 
 def run_grid(spark: SparkSession, network: EmulatedNetwork, data: Path, rates: list[str],
              sizes: list[ModelSize], batches: list[int], steps: int,
-             repeats: int = 2) -> tuple[list[dict], dict]:
+             repeats: int = 2, schemes: list[str] | None = None) -> tuple[list[dict], dict]:
     """Every scheme at every rate x size x batch, ``repeats`` times; one record per point.
 
     Every point runs once before any runs again, so that a slow phase of the machine falls on
@@ -123,15 +123,18 @@ def run_grid(spark: SparkSession, network: EmulatedNetwork, data: Path, rates: l
 
     Also, for the cost model's check (``benchmarks.plan_accuracy``), what it takes as input,
     measured here in the same run (first repeat): at each rate, the per-message latency between
-    two workers of the cluster (a probe job of two barrier tasks), and each model's compute
-    profile.
+    two workers of the cluster (a probe job of two barrier tasks), each model's compute
+    profile and each job's scheme profile (:mod:`pipeline.plan.scheme_profile`: its strategy on
+    local processes), so that the model's inputs and the runs share the machine's state.
+    ``schemes``: only these (default: all of :data:`SCHEMES`).
     """
+    chosen = {s: SCHEMES[s] for s in (schemes or SCHEMES)}
     dataset = PreparedDataset.open(data)
     patch = int(dataset.manifest["patch_size"])
     baselines: dict[tuple[str, int], dict] = {}
-    inputs: dict[str, dict] = {"probes": {}, "profiles": {}}
+    inputs: dict[str, dict] = {"probes": {}, "profiles": {}, "scheme_profiles": {}}
     runs: dict[tuple[str, ModelSize, int, str], list[dict]] = {}
-    total = len(rates) * len(sizes) * len(batches) * len(SCHEMES) * repeats
+    total = len(rates) * len(sizes) * len(batches) * len(chosen) * repeats
     started, done = time.perf_counter(), 0
     for repeat in range(repeats):
         for rate in rates:
@@ -143,17 +146,21 @@ def run_grid(spark: SparkSession, network: EmulatedNetwork, data: Path, rates: l
                 if repeat == 0:
                     jobs = [TrainJob(data_dir=str(data), model=config, batch_size=b, epochs=1,
                                      learning_rate=0.01, momentum=0.9, seed=0, parallel=settings)
-                            for b in batches for settings in SCHEMES.values()]
+                            for b in batches for settings in chosen.values()]
                     inputs["profiles"].setdefault(rate, {})[size] = asdict(profile.measure(
                         config, patch, set().union(*(batch_sizes(j) for j in jobs)),
                         shared_cores=os.cpu_count()))
+                    by_job = inputs["scheme_profiles"].setdefault(rate, {})
+                    for job, measured in zip(jobs, scheme_profile.measure_many(jobs, patch),
+                                             strict=True):
+                        by_job[f"{size}/{job.batch_size}/{job.parallel.scheme}"] = asdict(measured)
                 for batch in batches:
                     job = TrainJob(data_dir=str(data), model=config, batch_size=batch, epochs=1,
                                    learning_rate=0.01, momentum=0.9, seed=0, max_steps=steps,
                                    validate=False)
                     if (size, batch) not in baselines:
                         baselines[size, batch] = single_process(job)
-                    for scheme, settings in SCHEMES.items():
+                    for scheme, settings in chosen.items():
                         result = fit(spark, replace(job, parallel=settings), patch)
                         figures = point(result, batch)
                         runs.setdefault((rate, size, batch, scheme), []).append(figures)
@@ -241,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", default=["tiny", "large"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES),
+                        help="only these schemes (e.g. to rerun failing points alone)")
+    parser.add_argument("--name", default="network_schemes",
+                        help="results file name (a run of some points: not the grid's)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs of every point (all points once before any again)")
     args = parser.parse_args(argv)
@@ -261,13 +272,13 @@ def main(argv: list[str] | None = None) -> None:
             spark_session(SparkParams(master=cluster.master_url, app_name="network-schemes",
                                       conf={"spark.executor.memory": "1500m"})) as spark:
         records, inputs = run_grid(spark, network, data, args.rates, args.sizes,
-                                   args.batch_sizes, args.steps, args.repeats)
+                                   args.batch_sizes, args.steps, args.repeats, args.schemes)
     figures = {"machine": machine(), "seconds": time.perf_counter() - started,
                "steps": args.steps, "repeats": args.repeats,
                "cluster": "4 workers x 1 core, emulated links",
                "patch_size": params.prepare.patch_size, "points": records, **inputs}
-    save("network_schemes", figures)
-    plot(records, RESULTS / "network_schemes.png")
+    save(args.name, figures)
+    plot(records, RESULTS / f"{args.name}.png")
     print(f"[network_schemes] {len(records)} points in {figures['seconds']:.0f} s")
 
 

@@ -92,7 +92,8 @@ def predicted_points(points: list[dict], jobs: dict, patch: int,
 
     ``profiles[rate]`` lists the profiles per model size to predict the points at ``rate``
     with, the first being the one measured for it; the others give the spread. ``schemes``:
-    each job's scheme profile (None: compute from the unit profiles and the co-run slowdown).
+    per rate, each job's scheme profile (None: compute from the unit profiles and the co-run
+    slowdown).
     """
     out = []
     for p in points:
@@ -102,7 +103,7 @@ def predicted_points(points: list[dict], jobs: dict, patch: int,
         network = Network(rate_bytes_s=p["link_rate_bps"] / 8, latency_s=probe.latency_s,
                           copy_bytes_s=probe.copy_bytes_s, duplex_bytes_s=probe.duplex_bytes_s,
                           shared_cores=os.cpu_count(), time_slice_s=time_slice_s)
-        measured_scheme = schemes[key] if schemes else None
+        measured_scheme = schemes[p["link_rate"]][key] if schemes else None
         predictions = [predict(job, patch, prof[p["model_size"]], network, measured_scheme)
                        for prof in profiles[p["link_rate"]]]
         steps = [q.step_s for q in predictions]
@@ -272,10 +273,17 @@ def main(argv: list[str] | None = None) -> None:
     schemes, time_slice_s = None, None
     if args.compute == "scheme":
         keys = list(jobs)
-        print(f"[plan_accuracy] measuring {len(keys)} scheme profiles and the time slice ...",
-              flush=True)
-        measured_schemes = scheme_profile.measure_many([jobs[k] for k in keys], patch)
-        schemes = dict(zip(keys, measured_schemes, strict=True))
+        what = ("the time slice" if "scheme_profiles" in grid
+                else f"{len(keys)} scheme profiles and the time slice")
+        print(f"[plan_accuracy] measuring {what} ...", flush=True)
+        if "scheme_profiles" in grid:  # measured in the grid's run, rate by rate
+            schemes = {r: {k: scheme_profile.SchemeProfile.from_dict(
+                by_job["/".join(map(str, k))]) for k in keys}
+                for r, by_job in grid["scheme_profiles"].items()}
+        else:
+            now = dict(zip(keys, scheme_profile.measure_many([jobs[k] for k in keys], patch),
+                           strict=True))
+            schemes = dict.fromkeys(rates, now)
         time_slice_s = corun.time_slice(os.cpu_count() or 1)
         probes = {r: replace(p, time_slice_s=time_slice_s) for r, p in probes.items()}
     records = predicted_points(grid["points"], jobs, patch, profiles, probes, schemes,

@@ -2,7 +2,10 @@
 
 :func:`plan` is the entry point: from ``params.yaml`` (typed), it measures (or loads from the
 cache) the model's compute profile on this machine and the per-message latency, then predicts
-each scheme (:mod:`pipeline.plan.predict`) on the configured cluster.
+each scheme (:mod:`pipeline.plan.predict`) on the configured cluster. With ``scheme_profiles``
+(``python -m pipeline.plan``), each scheme's workers compute what its real strategy measured on
+local processes (:mod:`pipeline.plan.scheme_profile`, cached): the model validated by
+``benchmarks/plan_accuracy.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 from pipeline.config import ALL_SCHEMES, Params
 from pipeline.model import ModelConfig
-from pipeline.plan import inputs, machine_probe, profile
+from pipeline.plan import inputs, machine_probe, profile, scheme_profile
 from pipeline.plan.predict import Prediction, predict
 from pipeline.plan.programs import batch_sizes
 from pipeline.plan.simulate import Network
@@ -30,18 +33,26 @@ class Plan:
     jobs: dict[str, TrainJob]
     profile: profile.ComputeProfile
     setting: inputs.PlanSetting
+    schemes: dict[str, scheme_profile.SchemeProfile] | None = None  # per job, measured
 
     def predict(self, link_rate: str | None = None, network: Network | None = None
                 ) -> list[Prediction]:
         """Every scheme's prediction at ``link_rate`` (default: the setting's)."""
         network = network or self.setting.network(link_rate)
-        return [predict(job, self.patch_size, self.profile, network)
-                for job in self.jobs.values()]
+        return [predict(job, self.patch_size, self.profile, network,
+                        self.schemes[name] if self.schemes else None)
+                for name, job in self.jobs.items()]
 
 
 def plan(params: Params, prepared: Path, schemes: list[str] | None = None,
-         cache_dir: Path | None = None, batch_size: int | None = None) -> Plan:
-    """Measure what the model needs (cached) and set up the predictions of ``schemes``."""
+         cache_dir: Path | None = None, batch_size: int | None = None,
+         scheme_profiles: bool = False) -> Plan:
+    """Measure what the model needs (cached) and set up the predictions of ``schemes``.
+
+    ``scheme_profiles``: also run each scheme's strategy on local processes (seconds, the first
+    time for a model configuration and machine; cached) and predict from what its workers
+    measured; without, from the per-unit profile and the co-run slowdown (cheaper, less exact).
+    """
     if batch_size is not None:
         params = params.model_copy(update={"train": params.train.model_copy(
             update={"batch_size": batch_size})})
@@ -53,7 +64,12 @@ def plan(params: Params, prepared: Path, schemes: list[str] | None = None,
     setting = inputs.setting(params, probe)
     measured = profile.load_or_measure(config, patch, sizes, threads, cache_dir,
                                        shared_cores=setting.shared_cores)
-    return Plan(params, config, source, patch, jobs, measured, setting)
+    measured_schemes = None
+    if scheme_profiles:
+        names = list(jobs)
+        measured_schemes = dict(zip(names, scheme_profile.load_or_measure(
+            [jobs[n] for n in names], patch, cache_dir), strict=True))
+    return Plan(params, config, source, patch, jobs, measured, setting, measured_schemes)
 
 
 __all__ = ["Plan", "Prediction", "plan", "predict"]

@@ -3,10 +3,12 @@
 Prints every scheme's predicted step time, samples/s, bytes per worker and memory per worker for
 ``params.yaml`` (model, batch, scheme settings, cluster), ranked, and the recommended scheme with
 the reason. ``--rate`` plans for another link rate; ``--sweep`` plans over several and prints
-where the recommendation changes. Every figure is *modelled*: a compute profile measured once on
-this machine (cached) played through each scheme's schedule on the network.
+where the recommendation changes. Every figure is *modelled*: each scheme's strategy run once on
+local processes of this machine (its compute per step and worker; cached per model
+configuration and machine) played through the scheme's schedule on the network.
 
     python -m pipeline.plan [--rate 100mbit] [--sweep [RATE ...]] [--batch-size 256] [--json F]
+        [--unit-profile]
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def table(planned: Plan, rate: str | None) -> str:
         f"on {_rate_text(rate if rate is not None else setting.link_rate)}, "
         f"{setting.latency_s * 1e6:,.0f} us per message ({setting.latency_source}), {cores}, "
         f"{setting.threads_per_worker} thread(s) per worker, {budget}.",
-        "All figures modelled, from a compute profile measured on this machine.", "",
+        "All figures modelled: "
+        + ("each scheme's compute as its strategy measured on local processes of this machine."
+           if planned.schemes else "a per-unit compute profile measured on this machine."), "",
         f"{'':3}{'scheme':18}{'workers':>8}{'step ms':>10}{'samples/s':>11}{'compute ms':>12}"
         f"{'waiting ms':>12}{'payload B/w/step':>18}{'wire B/w/step':>15}{'params MB/w':>13}"
         f"{'memory MB/w':>13}  fits",
@@ -109,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="global batch (default: train.batch_size)")
     parser.add_argument("--schemes", nargs="+", default=list(ALL_SCHEMES), choices=ALL_SCHEMES)
+    parser.add_argument("--unit-profile", action="store_true",
+                        help="predict from the per-unit compute profile only (skips running "
+                             "each scheme on local processes; less exact)")
     parser.add_argument("--json", default=None, help="also write the predictions to this file")
     args = parser.parse_args(argv)
     configure_environment()
@@ -116,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(args.params)
         if args.rate is not None:
             parse_rate(args.rate)
-        planned = plan(params, Path(args.prepared), args.schemes, batch_size=args.batch_size)
+        planned = plan(params, Path(args.prepared), args.schemes, batch_size=args.batch_size,
+                       scheme_profiles=not args.unit_profile)
     except (ParamsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -66,8 +66,10 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Ne
     """Predict ``job`` (its scheme, model, batch and settings) on ``network``.
 
     With ``scheme_profile`` (the job's strategy measured on local processes sharing this
-    machine's cores), each worker computes what it measured per step, and the co-run slowdown
-    is not applied again (it is inside the measurement).
+    machine's cores), each worker computes what its process measured per step (the training
+    thread and gloo's threads, which copy every message and need a core as much: measured,
+    they add 5-50 % to the training thread's CPU, most for hybrid's four processes), and the
+    co-run slowdown is not applied again (it is inside the measurement).
     """
     built = SchemePrograms(job, profile, patch_size)
     missing = batch_sizes(job) - profile.batch_sizes
@@ -86,7 +88,7 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Ne
             raise ValueError(f"the scheme profile has {len(scheme_profile.cpu_s)} workers, "
                              f"{job.parallel.scheme} runs {len(programs)}; measure it for this "
                              "job (pipeline.plan.scheme_profile.load_or_measure)")
-        programs = [scaled_to(p, cpu) for p, cpu in zip(programs, scheme_profile.cpu_s,
+        programs = [scaled_to(p, cpu) for p, cpu in zip(programs, scheme_profile.compute_s,
                                                         strict=True)]
         network = replace(network, corun_slowdown=())
     elif network.shared_cores:

@@ -82,3 +82,26 @@ def test_a_bad_link_rate_is_one_clear_error(params: Path, prepared_dir: Path,
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: link rate 'fast' is not a rate") and "'100mbit'" in err
+
+
+def test_the_plan_runs_each_scheme_once_then_uses_the_cache(
+        params: Path, prepared_dir: Path, cache: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``make plan`` predicts from the scheme profiles (the validated model), measured once."""
+    main(["--params", str(params), "--prepared", str(prepared_dir)])
+    first = capsys.readouterr().out
+    assert "each scheme's compute as its strategy measured on local processes" in first
+    assert len(list(cache.glob("compute-profiles/scheme-*.json"))) >= len(ALL_SCHEMES)
+    main(["--params", str(params), "--prepared", str(prepared_dir)])
+    again = capsys.readouterr().out
+    assert "scheme(s) on local processes" not in again  # nothing measured the second time
+    assert ranked_schemes(again) == ranked_schemes(first)
+
+
+def test_the_unit_profile_option_skips_running_the_schemes(
+        params: Path, prepared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--params", str(params), "--prepared", str(prepared_dir), "--unit-profile"])
+    out = capsys.readouterr().out
+    assert "a per-unit compute profile measured on this machine" in out
+    assert "scheme(s) on local processes" not in out
+    assert sorted(ranked_schemes(out)) == sorted(ALL_SCHEMES)

@@ -90,3 +90,17 @@ def test_schemes_are_measured_on_local_processes_once_then_read_from_the_cache(
     files = sorted(tmp_path.glob("scheme-*.json"))
     assert len(files) == 2
     assert all(json.loads(f.read_text())["machine"] == first[0].machine for f in files)
+
+
+def test_workers_compute_their_process_cpu_with_gloos_threads() -> None:
+    """gloo's threads copy the messages on the same shared cores: the model counts them."""
+    profile = profile_with(1e-4, 2e-4, [8, 16, 32, 64])
+    threads_only = (0.008, 0.010, 0.009, 0.009)
+    with_gloo = (0.010, 0.015, 0.013, 0.013)
+    scheme = SchemeProfile(machine="test", scheme="hybrid", cpu_s=threads_only,
+                           process_cpu_s=with_gloo, wall_s=with_gloo)
+    network = replace(FREE, shared_cores=2)
+    predicted = predict(job(HYBRID), PATCH, profile, network, scheme)
+    assert predicted.compute_s == pytest.approx(max(with_gloo))
+    # four processes on two cores: the step takes at least their CPU over the cores
+    assert predicted.step_s >= sum(with_gloo) / 2 * 0.999
