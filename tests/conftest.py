@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -10,9 +12,17 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+
+def _session_dir(variable: str, prefix: str) -> None:
+    """Point ``variable`` at a new temporary folder, removed when the session ends (unless set)."""
+    if variable not in os.environ:
+        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+        atexit.register(shutil.rmtree, os.environ[variable], ignore_errors=True)
+
+
+_session_dir("PREFECT_HOME", "prefect-home-")
 # the cost model's profiles and latency probe: measured once per test session, not in ~/.cache
-os.environ.setdefault("LANDCOVER_CACHE_DIR", tempfile.mkdtemp(prefix="landcover-cache-"))
+_session_dir("LANDCOVER_CACHE_DIR", "landcover-cache-")
 from pipeline.runtime import configure_environment  # noqa: E402
 
 configure_environment(Path(__file__).resolve().parents[1])
@@ -152,8 +162,6 @@ def make_project(root: Path, params: dict) -> Path:
 
     Git and DVC are initialised and the copy committed (``dvc exp`` needs a commit).
     """
-    import shutil
-
     import yaml
 
     root.mkdir(parents=True, exist_ok=True)
