@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,9 @@ from pipeline.stage_clock import CLOCK
 if TYPE_CHECKING:
     from prefect import Flow
 
+# When the stage command started, if not this process (a stage host runs it: flows.stage_host)
+STAGE_STARTED: ContextVar[float | None] = ContextVar("stage_started", default=None)
+
 USER_ERRORS = (ParamsError, JavaNotFoundError, PortInUseError, DatasetError, TrainingError,
                PipelineBusyError, TrackingStoreError)
 
@@ -48,7 +52,7 @@ def run_stage(flow: Flow[..., Any], description: str, paths: dict[str, str | Non
     succeeds records its wall time, from process start (imports included), and where it went
     (:mod:`pipeline.stage_clock`) in ``logs/stage_times/``.
     """
-    before_flow_s = time.time() - psutil.Process().create_time()
+    before_flow_s = time.time() - command_started()
     CLOCK.reset()
     parser = argparse.ArgumentParser(description=description)
     for name, default in paths.items():
@@ -67,6 +71,12 @@ def run_stage(flow: Flow[..., Any], description: str, paths: dict[str, str | Non
         result = flow(**args)
     record_stage_time(flow.name, args.get("scheme"), before_flow_s)
     return result
+
+
+def command_started() -> float:
+    """When the stage command started (its process, or the command that handed it to a host)."""
+    started = STAGE_STARTED.get()
+    return started if started is not None else psutil.Process().create_time()
 
 
 def stage_name(name: str, scheme: str | None = None) -> str:
@@ -119,10 +129,11 @@ def record_stage_time(name: str, scheme: str | None = None, before_flow_s: float
     :data:`~pipeline.stage_clock.CLOCK`, ``before_flow_s`` of them before its flow started.
     """
     stage = stage_name(name, scheme)
-    started = psutil.Process().create_time()
+    started = command_started()
     seconds = time.time() - started
     write_json(Path(LAYOUT.stage_times) / f"{stage}.json", {
         "stage": stage, "seconds": round(seconds, 1),
+        "ran_on": "own process" if STAGE_STARTED.get() is None else "stage host",
         **CLOCK.breakdown(seconds, before_flow_s),
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})

@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import PROJECT_ROOT
@@ -22,6 +23,7 @@ import os, sys, time, urllib.request
 url = os.environ["PREFECT_API_URL"]
 assert urllib.request.urlopen(url + "/health", timeout=10).status == 200
 print(url, flush=True)
+print(os.environ.get("LANDCOVER_STAGE_HOST"), flush=True)  # the stage host's socket
 if sys.argv[1] != "wait":
     from prefect.utilities.urls import url_for
     print("link:", url_for("flow-run", obj_id="9f9744b8-6c3e-4524-b99d-8ddc85654de7"))
@@ -52,19 +54,30 @@ def test_the_command_shares_one_server_that_is_stopped_when_it_fails(tmp_path: P
     stdout, stderr = process.communicate(timeout=180)
 
     assert process.returncode == 3, stderr  # the command's status, passed on
-    url, link = stdout.strip().splitlines()
+    url, host, link = stdout.strip().splitlines()
     assert link == "link: None"  # no "View at" a UI the server does not serve
     assert url.startswith("http://127.0.0.1:")
     assert not answers(url)  # stopped with the command
     assert (tmp_path / "prefect" / "shared-server.log").is_file()
+    assert host.endswith(".sock") and not Path(host).exists()  # a stage host ran, and stopped
+    assert not stage_hosts(tmp_path)
+
+
+def stage_hosts(project: Path) -> list[psutil.Process]:
+    """The stage hosts serving ``project``."""
+    return [p for p in psutil.process_iter(["cmdline", "cwd"])
+            if "flows.stage_host" in " ".join(p.info["cmdline"] or [])
+            and p.info["cwd"] == str(project)]
 
 
 def test_sigterm_stops_the_command_and_the_server(tmp_path: Path) -> None:
     process = launch(tmp_path, "wait")
     url = process.stdout.readline().strip()  # the command runs, the server answered it
     assert url, process.communicate(timeout=60)
+    assert stage_hosts(tmp_path)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert not answers(url)
+    assert not stage_hosts(tmp_path)
