@@ -3,7 +3,8 @@
 Run it from the project root (paths in ``params.yaml`` and ``flows.layout`` are relative to it,
 as they are for ``dvc repro``). After each stage, ``dvc commit`` records the stage's outputs in
 ``dvc.lock``, so a Prefect-run pipeline leaves DVC exactly as ``dvc repro`` would: ``dvc status``
-clean, and a following ``dvc repro`` runs nothing.
+clean, and a following ``dvc repro`` runs nothing. The stages share this process's imports and
+one Spark application, started once (as they share the stage host's under ``make run``).
 
 Overrides (``schemes``, ``overrides={"train.epochs": 1}``) are written into ``params.yaml``
 first, as ``dvc exp run -S`` does, so ``dvc.lock`` records the values the run used. The MLflow
@@ -32,6 +33,7 @@ from flows.train import train_flow
 from pipeline.config import Params, load_params, write_overrides
 from pipeline.data.prepared_store import dataset_fingerprint
 from pipeline.runtime import project_lock
+from pipeline.spark import spark_session
 from pipeline.tracking import (
     dvc_out_hash,
     failing_pipeline_run,
@@ -71,6 +73,12 @@ def pipeline_flow(params: str = LAYOUT.params, schemes: list[str] | None = None,
 
 
 def _run_stages(params: str, config: Params, record_in_dvc: bool) -> dict:
+    """Every stage in this process, on one Spark application (each stage finds it active)."""
+    with spark_session(config.spark):
+        return _stages(params, config, record_in_dvc)
+
+
+def _stages(params: str, config: Params, record_in_dvc: bool) -> dict:
     def done(stage: str) -> None:
         if record_in_dvc:
             record_stage(stage)
