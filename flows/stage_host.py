@@ -152,6 +152,7 @@ def serve(path: Path, params: str) -> None:
     """Import the stages, start the Spark application of ``params``, serve on ``path``."""
     from pipeline.errors import JavaNotFoundError
     from pipeline.spark import spark_session
+    from pipeline.training.spark_metrics import prime
 
     for module in (*(f"flows.{stage}" for stage in STAGES), *LAZY_IMPORTS):
         importlib.import_module(module)
@@ -160,7 +161,7 @@ def serve(path: Path, params: str) -> None:
         spark = _spark_params(params)
         if spark is not None:  # else each stage starts its own application, or says why not
             try:
-                stack.enter_context(spark_session(spark))
+                prime(stack.enter_context(spark_session(spark)))  # the UI's REST layer too
             except JavaNotFoundError:
                 pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
