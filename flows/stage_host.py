@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from pipeline.config import SparkParams
 
 STREAMS = (0, 1, 2)
+# what the stages import only when they get there: the model export of mlflow.pytorch (pt2,
+# torch.export: ~5 s to import on 2 cores, paid by the first training stage otherwise)
+LAZY_IMPORTS = ("mlflow.models", "mlflow.pytorch", "torch.export")
 
 
 def _exit_status(exit: SystemExit) -> int:
@@ -150,8 +153,8 @@ def serve(path: Path, params: str) -> None:
     from pipeline.errors import JavaNotFoundError
     from pipeline.spark import spark_session
 
-    for stage in STAGES:
-        importlib.import_module(f"flows.{stage}")
+    for module in (*(f"flows.{stage}" for stage in STAGES), *LAZY_IMPORTS):
+        importlib.import_module(module)
     signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as stack:
         spark = _spark_params(params)

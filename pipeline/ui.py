@@ -17,11 +17,19 @@ from pipeline.config import Params, load_params
 from pipeline.errors import ParamsError, PortInUseError
 from pipeline.runtime import configure_environment, require_free_port
 
+# MLflow's job runner (a process and four consumers, for GenAI evaluation jobs) is not started:
+# this project runs no such jobs, and on two cores their start delays the UI's.
+UI_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
 
 def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
-    """The ``mlflow ui`` command line for the project's tracking store."""
+    """The ``mlflow ui`` command line for the project's tracking store.
+
+    Run it with :data:`UI_ENVIRONMENT`. One server worker (MLflow's default is four): the UI
+    serves one user on this machine.
+    """
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), "--workers", "1"]
 
 
 def runs_url(base: str, experiment_id: str) -> str:
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     for link in landing_links(params, base):
         print(f"  {link}", flush=True)
     command = ui_command(params.tracking.uri, args.host, args.port)
-    os.execv(command[0], command)
+    os.execve(command[0], command, os.environ | UI_ENVIRONMENT)
 
 
 if __name__ == "__main__":

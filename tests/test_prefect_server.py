@@ -33,9 +33,16 @@ sys.exit(int(sys.argv[1]))
 """
 
 
-def launch(tmp_path: Path, *child: str) -> subprocess.Popen[str]:
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's ``PREFECT_HOME``, shared by the module's commands: the first server creates
+    its database, the second starts on it (as every ``make run`` after the first does)."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+def launch(tmp_path: Path, home: Path, *child: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(PROJECT_ROOT)}
+    env |= {"PREFECT_HOME": str(home), "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.Popen([sys.executable, "-m", "flows.with_prefect_server", sys.executable,
                              "-c", CHILD, *child], cwd=tmp_path,
                             env=env, text=True, stdout=subprocess.PIPE,
@@ -49,8 +56,9 @@ def answers(url: str) -> bool:
         return False
 
 
-def test_the_command_shares_one_server_that_is_stopped_when_it_fails(tmp_path: Path) -> None:
-    process = launch(tmp_path, "3")
+def test_the_command_shares_one_server_that_is_stopped_when_it_fails(tmp_path: Path,
+                                                                    home: Path) -> None:
+    process = launch(tmp_path, home, "3")
     stdout, stderr = process.communicate(timeout=180)
 
     assert process.returncode == 3, stderr  # the command's status, passed on
@@ -58,7 +66,7 @@ def test_the_command_shares_one_server_that_is_stopped_when_it_fails(tmp_path: P
     assert link == "link: None"  # no "View at" a UI the server does not serve
     assert url.startswith("http://127.0.0.1:")
     assert not answers(url)  # stopped with the command
-    assert (tmp_path / "prefect" / "shared-server.log").is_file()
+    assert (home / "shared-server.log").is_file()
     assert host.endswith(".sock") and not Path(host).exists()  # a stage host ran, and stopped
     assert not stage_hosts(tmp_path)
 
@@ -70,8 +78,8 @@ def stage_hosts(project: Path) -> list[psutil.Process]:
             and p.info["cwd"] == str(project)]
 
 
-def test_sigterm_stops_the_command_and_the_server(tmp_path: Path) -> None:
-    process = launch(tmp_path, "wait")
+def test_sigterm_stops_the_command_and_the_server(tmp_path: Path, home: Path) -> None:
+    process = launch(tmp_path, home, "wait")
     url = process.stdout.readline().strip()  # the command runs, the server answered it
     assert url, process.communicate(timeout=60)
     assert stage_hosts(tmp_path)

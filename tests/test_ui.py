@@ -8,6 +8,7 @@ metric and the artifact names. Screenshots go to the test's temporary folder (no
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -21,7 +22,14 @@ import pytest
 from pipeline.cluster import free_port
 from pipeline.config import ALL_SCHEMES, Params, TrackingParams, TrainParams
 from pipeline.tracking import COMPARED_TAG, open_pipeline_run, training_run, use_store
-from pipeline.ui import artifacts_url, compare_url, landing_links, runs_url, ui_command
+from pipeline.ui import (
+    UI_ENVIRONMENT,
+    artifacts_url,
+    compare_url,
+    landing_links,
+    runs_url,
+    ui_command,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
@@ -60,7 +68,8 @@ def ui(store: dict[str, object]) -> Iterator[str]:
     assert isinstance(root, Path)
     with (root / "ui.log").open("w") as log:
         server = subprocess.Popen(ui_command(params.tracking.uri, "127.0.0.1", port),
-                                  stdout=log, stderr=subprocess.STDOUT)
+                                  env=os.environ | UI_ENVIRONMENT, stdout=log,
+                                  stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240  # the server answers /health once it serves
@@ -79,12 +88,13 @@ def ui(store: dict[str, object]) -> Iterator[str]:
 
 
 def render(url: str, shot: Path) -> str:
-    """The DOM Chromium renders for ``url`` (after its scripts ran), and a screenshot."""
-    common = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-              "--virtual-time-budget=30000", "--window-size=1600,1000"]
-    subprocess.run([*common, f"--screenshot={shot}", url], capture_output=True, timeout=300)
-    done = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True,
-                          timeout=300)
+    """The DOM Chromium renders for ``url`` (after its scripts ran), and a screenshot (one
+    browser start for both)."""
+    done = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+                           "--virtual-time-budget=30000", "--window-size=1600,1000",
+                           f"--screenshot={shot}", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=300)
+    assert shot.is_file(), done.stderr[-2000:]
     return done.stdout
 
 

@@ -1,11 +1,15 @@
 """``python -m pipeline.plan`` (``make plan``): a ranked plan a user can act on, and its errors.
 
-Real compute profiles of the default tiny model on this machine, and a real probe (cached in a
-temporary folder for the module); the latency is set in ``params.yaml``, as a user may.
+Real compute profiles of the default tiny model on this machine, and a real probe, measured by
+the first test that needs them and cached in the test session's cache folder
+(``LANDCOVER_CACHE_DIR``, set by ``tests/conftest.py``), where later tests' stage commands (the
+end-to-end compare stage) find the probe and any profile of the same model; the latency is set
+in ``params.yaml``, as a user may.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -18,18 +22,17 @@ from pipeline.plan.__main__ import main
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module: the profile and the probe are measured by the first test."""
-    return tmp_path_factory.mktemp("plan-cache")
+@pytest.fixture
+def cache() -> Path:
+    """The session's cache of profiles and probe."""
+    return Path(os.environ["LANDCOVER_CACHE_DIR"])
 
 
 @pytest.fixture
-def params(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def params(tmp_path: Path) -> Path:
     path = tmp_path / "params.yaml"
     shutil.copy(PROJECT / "params.yaml", path)
     write_overrides(path, {"plan.latency_us": 150, "plan.shared_cores": 2})
-    monkeypatch.setenv("LANDCOVER_CACHE_DIR", str(cache))
     return path
 
 
