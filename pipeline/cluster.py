@@ -22,8 +22,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyspark
 
@@ -116,28 +118,39 @@ class StandaloneCluster:
         webui = free_port(self.host)
         self.master_url = f"spark://{self.host}:{port}"
         self.webui_url = f"http://{self.host}:{webui}"
+        deadline = time.monotonic() + timeout_s
         self._launch("master", "org.apache.spark.deploy.master.Master", "--host", self.host,
                      "--port", str(port), "--webui-port", str(webui))
+        # A worker that finds no master retries only after Spark's fixed 5-15 s back-off: the
+        # workers start once the master answers (its UI is up after its RPC port).
+        self._wait_until(lambda: self._master_state() is not None, deadline, timeout_s)
         for index in range(self.workers):
             host = self.network.spark_address(index) if self.network else self.host
             self._launch(f"worker{index}", "org.apache.spark.deploy.worker.Worker",
                          self.master_url, "--host", host, "--cores", str(self.cores),
                          "--memory", self.memory, "--webui-port", "0",
                          "--work-dir", str(self.state_dir / "work"), worker=index)
-        deadline = time.monotonic() + timeout_s
-        while self.alive_workers() < self.workers:
+        self._wait_until(lambda: self.alive_workers() >= self.workers, deadline, timeout_s)
+
+    def _wait_until(self, ready: Callable[[], bool], deadline: float, timeout_s: float) -> None:
+        while not ready():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Spark standalone cluster did not come up within "
                                    f"{timeout_s:g} s; see the logs in {self.state_dir}")
-            time.sleep(1)
+            time.sleep(0.2)
+
+    def _master_state(self) -> dict[str, Any] | None:
+        """The master's state (its UI's JSON); ``None`` while it is not answering."""
+        try:
+            with urllib.request.urlopen(f"{self.webui_url}/json/", timeout=2) as response:
+                state: dict[str, Any] = json.load(response)
+        except OSError:
+            return None
+        return state
 
     def alive_workers(self) -> int:
         """Workers the master reports ALIVE (0 while it is not answering)."""
-        try:
-            with urllib.request.urlopen(f"{self.webui_url}/json/", timeout=2) as response:
-                state = json.load(response)
-        except OSError:
-            return 0
+        state = self._master_state() or {}
         return sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE")
 
     def stop(self) -> None:
@@ -190,7 +203,16 @@ def _running(pid: int) -> bool:
     return True
 
 
+_INTERRUPTIBLE_PID = os.getpid()  # the process whose SIGTERM means "clean up, then stop"
+
+
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    if os.getpid() != _INTERRUPTIBLE_PID:
+        # A forked child inherits this handler: pyroute2's namespace helpers are SIGTERMed when
+        # done, and one that raised here instead of ending left `up --net` waiting on it forever.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -243,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides |= ({"network": "loopback"} if args.net == "loopback"
                       else {"network": "emulated", "link_rate": args.net})
     settings = type(settings).model_validate(settings.model_dump() | overrides)
+    global _INTERRUPTIBLE_PID
+    _INTERRUPTIBLE_PID = os.getpid()
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # clean up also when terminated
     try:
         cluster = StandaloneCluster.from_params(args.state_dir.resolve(), settings).start()

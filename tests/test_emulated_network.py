@@ -204,7 +204,9 @@ def test_a_training_stage_on_the_cluster_logs_wire_bytes_and_link_rate(
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
         "train": {"epochs": 1, "batch_size": 64, "compare": ["data_parallel"]},
-        "spark": {"master": cluster.master_url, "conf": {"spark.executor.memory": "1g"}}}))
+        # two executors for its two workers: the other two would only start and idle
+        "spark": {"master": cluster.master_url,
+                  "conf": {"spark.executor.memory": "1g", "spark.cores.max": "2"}}}))
     done = run_stage("flows.train", "--params", str(params), "--scheme", "data_parallel",
                      "--data", str(prepared_dir), "--out", str(tmp_path / "model"),
                      cwd=tmp_path, timeout=300)

@@ -256,12 +256,13 @@ def test_every_worker_has_a_resource_timeline_in_its_mlflow_run(
             assert all(b["time"] > a["time"] for a, b in zip(samples, samples[1:], strict=False))
             # One short interval can read above the cores' capacity (CPU time advances in 10 ms
             # ticks, and the sampler can be preempted between its clock and its CPU reading);
-            # over the whole timeline the errors cancel but for the two ends.
+            # over the whole timeline the errors cancel but for the two ends. A worker that
+            # mostly waits (branch_parallel's own head) used 4.5 % of its 1.5 s span at load 9:
+            # its CPU is checked to be there, not to be some share of the span.
             assert all(s["cpu_percent"] >= 0 for s in samples), name
             cpu_s = sum(s["cpu_percent"] / 100 * s["dt_s"] for s in samples)
             span_s = sum(s["dt_s"] for s in samples)
-            assert 0.05 * span_s < cpu_s <= (os.cpu_count() or 1) * span_s + 0.25, (
-                name, cpu_s, span_s)
+            assert 0 < cpu_s <= (os.cpu_count() or 1) * span_s + 0.25, (name, cpu_s, span_s)
             assert all(20 < s["rss_mb"] < 8192 for s in samples), name
             for direction in ("sent", "received"):
                 counted = sum(s[f"payload_{direction}_bytes_per_s"] * s["dt_s"] for s in samples)
