@@ -90,7 +90,7 @@ def job_for(case: tuple[str, Path], parallel: ParallelSettings) -> TrainJob:
         model=ModelConfig(channels=dataset.channels, num_classes=len(dataset.class_names),
                           **MODELS[name]),
         batch_size=32, epochs=1, learning_rate=0.1, momentum=0.9, seed=5, max_steps=STEPS,
-        validate=False, parallel=parallel, timeline_interval_s=0.05)
+        validate=False, parallel=parallel, timeline_interval_s=0.01)  # 2 steps: ~0.1 s
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +126,9 @@ def test_training_moved_the_weights(reference: TrainResult, case: tuple[str, Pat
 def test_a_worker_records_its_training_threads_cpu_per_step(reference: TrainResult) -> None:
     figures = reference.workers[0]
     assert 0 < figures["step_cpu_s_p10"] <= figures["step_cpu_s_p50"] <= figures["step_cpu_s_p90"]
-    # CPU time of one thread never exceeds the step's wall time (step by step, so per quantile)
-    assert figures["step_cpu_s_p50"] <= figures["step_s_p50"]
+    # CPU time of one thread never exceeds the step's wall time (step by step, so per quantile),
+    # but for the two clocks' accounting (the thread's CPU clock read 3 us over once)
+    assert figures["step_cpu_s_p50"] <= figures["step_s_p50"] + 1e-4
 
 
 @pytest.mark.parametrize("name", list(TOLERANCE))
