@@ -34,7 +34,7 @@ import time
 import traceback
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from flows.stage import HOST_VARIABLE, STAGES
 
@@ -148,11 +148,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _warm(spark: Any) -> None:
+    """Start what a stage's first Spark job would wait for.
+
+    The UI's REST layer (the training reads its task metrics there) and the executors' Python
+    daemons and workers (one job, a task a slot).
+    """
+    from pipeline.training.spark_metrics import prime
+
+    prime(spark)
+    slots = spark.sparkContext.defaultParallelism
+    spark.sparkContext.parallelize(range(slots), slots).count()
+
+
 def serve(path: Path, params: str) -> None:
     """Import the stages, start the Spark application of ``params``, serve on ``path``."""
     from pipeline.errors import JavaNotFoundError
     from pipeline.spark import spark_session
-    from pipeline.training.spark_metrics import prime
 
     for module in (*(f"flows.{stage}" for stage in STAGES), *LAZY_IMPORTS):
         importlib.import_module(module)
@@ -161,7 +173,7 @@ def serve(path: Path, params: str) -> None:
         spark = _spark_params(params)
         if spark is not None:  # else each stage starts its own application, or says why not
             try:
-                prime(stack.enter_context(spark_session(spark)))  # the UI's REST layer too
+                _warm(stack.enter_context(spark_session(spark)))
             except JavaNotFoundError:
                 pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
