@@ -143,11 +143,6 @@ def _spark_params(params: str) -> SparkParams | None:
         return None
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """In a stage: unwind it like Ctrl-C. Between stages: stop the host."""
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _warm(spark: Any) -> None:
     """Start what a stage's first Spark job would wait for.
 
@@ -163,12 +158,14 @@ def _warm(spark: Any) -> None:
 
 def serve(path: Path, params: str) -> None:
     """Import the stages, start the Spark application of ``params``, serve on ``path``."""
+    from flows._cli import interrupt
     from pipeline.errors import JavaNotFoundError
     from pipeline.spark import spark_session
 
     for module in (*(f"flows.{stage}" for stage in STAGES), *LAZY_IMPORTS):
         importlib.import_module(module)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM unwinds like Ctrl-C, as in a stage command: a stage's status, or the host's stop
+    signal.signal(signal.SIGTERM, interrupt)
     with ExitStack() as stack:
         spark = _spark_params(params)
         if spark is not None:  # else each stage starts its own application, or says why not
@@ -190,7 +187,6 @@ def serve(path: Path, params: str) -> None:
                 connection, _ = listener.accept()
                 with connection:
                     _serve_one(connection)
-                signal.signal(signal.SIGTERM, _interrupt)  # a stage sets its own
         except KeyboardInterrupt:  # between stages (a stage's own turns into its status)
             print("stage host stopped", file=sys.stderr, flush=True)
 

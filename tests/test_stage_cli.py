@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from flows.layout import LAYOUT
+from flows.stage import STAGES
 
 from .conftest import PROJECT_ROOT
 
@@ -38,7 +39,6 @@ def test_compare_stage_runs_after_every_scheme_and_writes_under_reports() -> Non
 
 
 PROJECT_PACKAGES = ("pipeline", "flows")
-STAGES = ["ingest", "prepare", "train", "evaluate", "compare"]
 
 
 def module_files(name: str) -> list[Path]:

@@ -61,12 +61,12 @@ def job_group_metrics(spark: Any, group: str, attempts: int = 10) -> dict[str, f
             stage_ids = {s for j in jobs for s in j.get("stageIds", [])}
             stages = [s for s in _get(f"{api}/stages") if s["stageId"] in stage_ids
                       and s.get("status") == "COMPLETE"]
-        except ConnectionRefusedError:  # no UI to ask
-            return {}
-        except OSError:  # the REST layer's first requests can take longer on a busy machine
-            stages, stage_ids = [], {-1}
-        if stages and len({s["stageId"] for s in stages}) == len(stage_ids):
-            return {name: sum(float(s.get(key, 0)) for s in stages) * scale
-                    for key, (name, scale) in FIELDS.items()}
+        except OSError as exc:  # a first request can time out on a busy machine: again
+            if isinstance(getattr(exc, "reason", exc), ConnectionRefusedError):
+                return {}  # no UI to ask
+        else:
+            if stages and len({s["stageId"] for s in stages}) == len(stage_ids):
+                return {name: sum(float(s.get(key, 0)) for s in stages) * scale
+                        for key, (name, scale) in FIELDS.items()}
         time.sleep(0.5)
     return {}
