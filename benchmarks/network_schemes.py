@@ -3,7 +3,7 @@
 A standalone Spark cluster of four workers, each in its own network namespace behind links of
 the rate under test (:mod:`pipeline.emulated_network`; the rate is changed between points with
 ``set_rate``, the cluster stays up). For each link rate x model size x batch size, every scheme
-trains ``--steps`` (16) optimiser steps of the default scene, and the same model trains as one
+trains ``--steps`` (32) optimiser steps of the default scene, and the same model trains as one
 process (two threads) in this process, in the same run. Per point:
 
 - samples/s from the median step time after the warm-up (``step_s_p50``; the spread is the
@@ -125,14 +125,16 @@ def run_grid(spark: SparkSession, network: EmulatedNetwork, data: Path, rates: l
     measured here in the same run (first repeat): at each rate, the per-message latency between
     two workers of the cluster (a probe job of two barrier tasks), each model's compute
     profile and each job's scheme profile (:mod:`pipeline.plan.scheme_profile`: its strategy on
-    local processes), so that the model's inputs and the runs share the machine's state.
+    local processes) with the probe between two local processes the scheme profiles ran over
+    (``loopback_probes``), so that the model's inputs and the runs share the machine's state.
     ``schemes``: only these (default: all of :data:`SCHEMES`).
     """
     chosen = {s: SCHEMES[s] for s in (schemes or SCHEMES)}
     dataset = PreparedDataset.open(data)
     patch = int(dataset.manifest["patch_size"])
     baselines: dict[tuple[str, int], dict] = {}
-    inputs: dict[str, dict] = {"probes": {}, "profiles": {}, "scheme_profiles": {}}
+    inputs: dict[str, dict] = {"probes": {}, "profiles": {}, "scheme_profiles": {},
+                               "loopback_probes": {}}
     runs: dict[tuple[str, ModelSize, int, str], list[dict]] = {}
     total = len(rates) * len(sizes) * len(batches) * len(chosen) * repeats
     started, done = time.perf_counter(), 0
@@ -151,6 +153,8 @@ def run_grid(spark: SparkSession, network: EmulatedNetwork, data: Path, rates: l
                         config, patch, set().union(*(batch_sizes(j) for j in jobs)),
                         shared_cores=os.cpu_count()))
                     by_job = inputs["scheme_profiles"].setdefault(rate, {})
+                    if rate not in inputs["loopback_probes"]:  # where scheme profiles run
+                        inputs["loopback_probes"][rate] = asdict(machine_probe.measure())
                     for job, measured in zip(jobs, scheme_profile.measure_many(jobs, patch),
                                              strict=True):
                         by_job[f"{size}/{job.batch_size}/{job.parallel.scheme}"] = asdict(measured)
@@ -247,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates", nargs="+", default=["10gbit", "1gbit", "100mbit"])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "large"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=32,
+                        help="optimiser steps per run (16 left a point's median step moving "
+                        "by up to a third between repeats)")
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES),
                         help="only these schemes (e.g. to rerun failing points alone)")
     parser.add_argument("--name", default="network_schemes",

@@ -7,10 +7,12 @@ the cluster, at each rate; a grid without them gets profiles measured now,
 ``--profile-repeats`` times, and the latency between two local processes), and predicts every
 point: its scheme, model, batch and link rate, on four
 workers sharing this machine's cores. Each job's compute per step and worker comes from its
-scheme profile (its real strategy run on local processes, measured now;
-:mod:`pipeline.plan.scheme_profile`), and the shared cores are scheduled with this machine's time
-slice (:func:`pipeline.plan.corun.time_slice`, measured now); ``--compute units`` predicts from
-the per-unit compute profile and the co-run slowdown instead. Per point: predicted vs measured step
+scheme profile (its real strategy run on local processes, measured in the grid's run;
+:mod:`pipeline.plan.scheme_profile`), with what those processes' measured step held beyond the
+model's simulation of them on their loopback carried over, and the shared cores are
+scheduled with this machine's time slice (:func:`pipeline.plan.corun.time_slice`, measured
+now); ``--compute units`` predicts from the per-unit compute profile and the co-run slowdown
+instead. Per point: predicted vs measured step
 time (the measured one is the busiest worker's median step, the median over the grid's repeats;
 the error against each repeat gives the spread), payload bytes per worker per step (the model's
 against the runs' count) and wire bytes (the model's framing against the interface counters).
@@ -86,14 +88,16 @@ def profiles_of(jobs: dict, patch: int, repeats: int) -> list[dict[str, profile.
 def predicted_points(points: list[dict], jobs: dict, patch: int,
                      profiles: dict[str, list[dict]],
                      probes: dict[str, machine_probe.MachineProbe],
-                     schemes: dict | None = None, time_slice_s: float | None = None
+                     schemes: dict | None = None, time_slice_s: float | None = None,
+                     loopback: dict[str, machine_probe.MachineProbe] | None = None
                      ) -> list[dict]:
     """Every measured point with its predictions (``probes[rate]``: the cluster's, at ``rate``).
 
     ``profiles[rate]`` lists the profiles per model size to predict the points at ``rate``
     with, the first being the one measured for it; the others give the spread. ``schemes``:
     per rate, each job's scheme profile (None: compute from the unit profiles and the co-run
-    slowdown).
+    slowdown); ``loopback``: per rate, the probe between two local processes the scheme
+    profiles ran over (their step beyond the model's simulation there is carried over).
     """
     out = []
     for p in points:
@@ -104,7 +108,11 @@ def predicted_points(points: list[dict], jobs: dict, patch: int,
                           copy_bytes_s=probe.copy_bytes_s, duplex_bytes_s=probe.duplex_bytes_s,
                           shared_cores=os.cpu_count(), time_slice_s=time_slice_s)
         measured_scheme = schemes[p["link_rate"]][key] if schemes else None
-        predictions = [predict(job, patch, prof[p["model_size"]], network, measured_scheme)
+        profiled_on = (scheme_profile.profiled_on(replace(loopback[p["link_rate"]],
+                                                          time_slice_s=time_slice_s))
+                       if measured_scheme and loopback else None)
+        predictions = [predict(job, patch, prof[p["model_size"]], network, measured_scheme,
+                               profiled_on)
                        for prof in profiles[p["link_rate"]]]
         steps = [q.step_s for q in predictions]
         first = predictions[0]
@@ -130,6 +138,7 @@ def predicted_points(points: list[dict], jobs: dict, patch: int,
             "predicted_step_s_max": max(steps),
             "step_error": first.step_s / p["step_s_p50"] - 1,
             "predicted_compute_s": first.compute_s,
+            "predicted_unmodelled_s": first.unmodelled_s,
             "measured_payload_bytes_per_worker_step": measured_payload,
             "predicted_payload_bytes_per_worker_step": first.payload_bytes_sent_per_worker,
             "measured_wire_bytes_per_worker_step": p["wire_bytes_sent_per_worker_step"],
@@ -270,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         profiles = dict.fromkeys(rates, fresh)
         probes = dict.fromkeys(rates, machine_probe.measure())
         source = f"measured now, {args.profile_repeats} times (the spread)"
-    schemes, time_slice_s = None, None
+    schemes, time_slice_s, loopback = None, None, None
     if args.compute == "scheme":
         keys = list(jobs)
         what = ("the time slice" if "scheme_profiles" in grid
@@ -286,8 +295,13 @@ def main(argv: list[str] | None = None) -> None:
             schemes = dict.fromkeys(rates, now)
         time_slice_s = corun.time_slice(os.cpu_count() or 1)
         probes = {r: replace(p, time_slice_s=time_slice_s) for r, p in probes.items()}
+        if "loopback_probes" in grid:  # measured in the grid's run, next to the profiles
+            loopback = {r: machine_probe.MachineProbe(**f)
+                        for r, f in grid["loopback_probes"].items()}
+        else:
+            loopback = dict.fromkeys(rates, machine_probe.measure())
     records = predicted_points(grid["points"], jobs, patch, profiles, probes, schemes,
-                               time_slice_s)
+                               time_slice_s, loopback)
     cases = winners(records)
     figures = {"machine": machine(), "grid": str(args.grid), "grid_machine": grid["machine"],
                "inputs": source,

@@ -149,8 +149,10 @@ def _plan_accuracy(figures: dict) -> list[str]:
         + ", ".join(f"{r} {a * 8 / 1e6:,.0f} / {b * 8 / 1e6:,.0f} Mbit/s"
                     for r, (a, b) in figures["bulk_bytes_s"].items())
         + ("; each worker's compute per step from its scheme profile (the scheme's strategy "
-           "run on local processes, measured now), the shared cores scheduled with a time "
-           f"slice of {figures['time_slice_s'] * 1e3:.1f} ms (measured now)"
+           "run on local processes, measured in the grid's run), plus what those processes' "
+           "measured step held beyond the model's simulation of them on their loopback "
+           "(`unmodelled_s`, measured), the shared cores scheduled with a time "
+           f"slice of {figures['time_slice_s'] * 1e3:.1f} ms (measured after the grid)"
            if figures.get("compute") == "scheme" else
            "; co-run slowdown with 1, 2 cores busy "
            + ", ".join(f"{r} {s}: " + "/".join(f"{x:.2f}" for x in v)

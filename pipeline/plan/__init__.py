@@ -4,8 +4,9 @@
 cache) the model's compute profile on this machine and the per-message latency, then predicts
 each scheme (:mod:`pipeline.plan.predict`) on the configured cluster. With ``scheme_profiles``
 (``python -m pipeline.plan``), each scheme's workers compute what its real strategy measured on
-local processes (:mod:`pipeline.plan.scheme_profile`, cached): the model validated by
-``benchmarks/plan_accuracy.py``.
+local processes (:mod:`pipeline.plan.scheme_profile`, cached), and on cores shared as there,
+the step those processes measured beyond the model's simulation of them is carried over: the
+model validated by ``benchmarks/plan_accuracy.py``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ class Plan:
     profile: profile.ComputeProfile
     setting: inputs.PlanSetting
     schemes: dict[str, scheme_profile.SchemeProfile] | None = None  # per job, measured
+    profiled_on: Network | None = None  # where ``schemes`` were measured: loopback, this machine
 
     def predict(self, link_rate: str | None = None, network: Network | None = None
                 ) -> list[Prediction]:
         """Every scheme's prediction at ``link_rate`` (default: the setting's)."""
         network = network or self.setting.network(link_rate)
         return [predict(job, self.patch_size, self.profile, network,
-                        self.schemes[name] if self.schemes else None)
+                        self.schemes[name] if self.schemes else None, self.profiled_on)
                 for name, job in self.jobs.items()]
 
 
@@ -64,12 +66,14 @@ def plan(params: Params, prepared: Path, schemes: list[str] | None = None,
     setting = inputs.setting(params, probe)
     measured = profile.load_or_measure(config, patch, sizes, threads, cache_dir,
                                        shared_cores=setting.shared_cores)
-    measured_schemes = None
+    measured_schemes, profiled_on = None, None
     if scheme_profiles:
         names = list(jobs)
         measured_schemes = dict(zip(names, scheme_profile.load_or_measure(
             [jobs[n] for n in names], patch, cache_dir), strict=True))
-    return Plan(params, config, source, patch, jobs, measured, setting, measured_schemes)
+        profiled_on = scheme_profile.profiled_on(probe)
+    return Plan(params, config, source, patch, jobs, measured, setting, measured_schemes,
+                profiled_on)
 
 
 __all__ = ["Plan", "Prediction", "plan", "predict"]

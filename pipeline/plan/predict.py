@@ -45,6 +45,8 @@ class Prediction:
     max_worker_memory_bytes: float
     payload_bytes_sent_by_worker: tuple[float, ...] = ()  # per step, in rank order
     param_bytes_by_worker: tuple[float, ...] = ()
+    # in ``step_s``: what the scheme profile's measured step held beyond its own simulation
+    unmodelled_s: float = 0.0
 
     @property
     def samples_per_s(self) -> float:
@@ -62,7 +64,8 @@ class Prediction:
 
 
 def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Network,
-            scheme_profile: SchemeProfile | None = None) -> Prediction:
+            scheme_profile: SchemeProfile | None = None,
+            profiled_on: Network | None = None) -> Prediction:
     """Predict ``job`` (its scheme, model, batch and settings) on ``network``.
 
     With ``scheme_profile`` (the job's strategy measured on local processes sharing this
@@ -70,6 +73,13 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Ne
     thread and gloo's threads, which copy every message and need a core as much: measured,
     they add 5-50 % to the training thread's CPU, most for hybrid's four processes), and the
     co-run slowdown is not applied again (it is inside the measurement).
+
+    With ``profiled_on`` too (the network the scheme profile ran on:
+    :func:`pipeline.plan.scheme_profile.profiled_on`), and workers that share cores as those
+    processes did (``network.shared_cores``), the same programs are also simulated there, and
+    what the profile's measured step held beyond that simulation (the scheduler switching four
+    processes and their gloo threads on two cores, cache misses, the kernel's share of each
+    message) is added to the step: ``unmodelled_s``, measured, not modelled.
     """
     built = SchemePrograms(job, profile, patch_size)
     missing = batch_sizes(job) - profile.batch_sizes
@@ -97,7 +107,12 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Ne
     step_times = [t.steady_step_s(warmup) for t in traces]
     busiest = max(range(len(traces)), key=step_times.__getitem__)
     compute = traces[busiest].compute_s / steps
-    step = step_times[busiest]
+    unmodelled = 0.0
+    if scheme_profile is not None and profiled_on is not None and network.shared_cores:
+        reference = replace(profiled_on, corun_slowdown=())
+        simulated = max(t.steady_step_s(warmup) for t in simulate(programs, reference, steps))
+        unmodelled = max(scheme_profile.wall_s) - simulated
+    step = max(step_times[busiest] + unmodelled, compute)  # never below its own compute
     sent = max(t.payload_sent for t in traces) / steps
     memory = memory_per_worker(built, profile)
     return Prediction(
@@ -107,7 +122,8 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Ne
         max_worker_param_bytes=float(max(memory["param_bytes"])),
         max_worker_memory_bytes=float(max(memory["total_bytes"])),
         payload_bytes_sent_by_worker=tuple(t.payload_sent / steps for t in traces),
-        param_bytes_by_worker=tuple(float(b) for b in memory["param_bytes"]))
+        param_bytes_by_worker=tuple(float(b) for b in memory["param_bytes"]),
+        unmodelled_s=step - step_times[busiest])
 
 
 def memory_per_worker(built: SchemePrograms, profile: ComputeProfile) -> dict[str, list[float]]:

@@ -13,7 +13,9 @@ of:
 - ``process_cpu_s``: the process's CPU time per step, with gloo's threads (they copy every
   message in and out and compete for the shared cores): the compute the cost model scales its
   programs to (:attr:`SchemeProfile.compute_s`, :func:`pipeline.plan.programs.scaled_to`);
-- ``wall_s``: the step's wall time.
+- ``wall_s``: the step's wall time, which the cost model holds against its own simulation of
+  the same processes on the same loopback and cores (:func:`profiled_on`): the difference is
+  what it leaves out on shared cores (:func:`pipeline.plan.predict.predict`).
 
 Cached next to the compute profiles, one file per job (``scheme-<key>.json``), keyed by model
 configuration, scheme settings, batch, patch, threads and machine.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -38,13 +41,15 @@ from pipeline.data.dataset import PatchSplit
 from pipeline.io import write_json
 from pipeline.model import ModelConfig
 from pipeline.objective import MULTI_LABEL
+from pipeline.plan.machine_probe import MachineProbe
 from pipeline.plan.profile import default_cache_dir, machine_id
+from pipeline.plan.simulate import Network
 from pipeline.training.job import TrainJob
 from pipeline.training.schemes import world_size
 
-SCHEME_PROFILE_VERSION = 1
+SCHEME_PROFILE_VERSION = 2
 WARMUP_STEPS = 2  # left out: allocator, caches, DDP's bucket rebuild after its first step
-MEASURED_STEPS = 6
+MEASURED_STEPS = 12  # 6 left the median wall of 20-40 ms steps moving by a fifth between runs
 TIMEOUT_S = 900.0
 
 
@@ -77,6 +82,17 @@ class SchemeProfile:
                    cpu_s=tuple(data["cpu_s"]), process_cpu_s=tuple(data["process_cpu_s"]),
                    wall_s=tuple(data["wall_s"]), steps=int(data["steps"]),
                    version=int(data["version"]))
+
+
+def profiled_on(probe: MachineProbe, cores: int | None = None) -> Network:
+    """The network scheme profiles run on: local processes on loopback sharing ``cores``.
+
+    ``probe``: this machine's message probe between two local processes (latency, bulk rates,
+    the scheduler's time slice); ``cores``: default, this machine's.
+    """
+    return Network(rate_bytes_s=None, latency_s=probe.latency_s,
+                   copy_bytes_s=probe.copy_bytes_s, duplex_bytes_s=probe.duplex_bytes_s,
+                   shared_cores=cores or os.cpu_count() or 1, time_slice_s=probe.time_slice_s)
 
 
 def random_split(config: ModelConfig, patch_size: int, size: int) -> PatchSplit:

@@ -53,6 +53,32 @@ def test_a_scheme_profile_replaces_the_corun_slowdown() -> None:
     assert without.compute_s > 2 * predict(job(DATA_PARALLEL), PATCH, profile, FREE).compute_s
 
 
+def test_the_profiled_step_beyond_its_simulation_is_carried_over_on_shared_cores() -> None:
+    """Hybrid's four processes measured 5 ms per step more than the model plays them on the
+    loopback they ran on: a link-rate's prediction on shared cores gets those 5 ms too; workers
+    with cores of their own (a real cluster, nothing measured there) do not."""
+    profile = profile_with(1e-4, 2e-4, [16, 32])
+    loopback = replace(FREE, latency_s=1e-4, shared_cores=2, time_slice_s=0.004)
+    cpu = (0.010, 0.012, 0.011, 0.012)
+    bare = predict(job(HYBRID), PATCH, profile, loopback, measured(cpu))
+    profiled = replace(measured(cpu), wall_s=(bare.step_s + 0.005,) * 4)
+    # played back where it was measured, the prediction is the measured step
+    again = predict(job(HYBRID), PATCH, profile, loopback, profiled, profiled_on=loopback)
+    assert again.step_s == pytest.approx(max(profiled.wall_s))
+    assert again.unmodelled_s == pytest.approx(0.005)
+    slow = replace(loopback, rate_bytes_s=1e6)  # 8 Mbit/s links, the same shared cores
+    on_links = predict(job(HYBRID), PATCH, profile, slow, profiled, profiled_on=loopback)
+    assert on_links.step_s == pytest.approx(
+        predict(job(HYBRID), PATCH, profile, slow, profiled).step_s + 0.005)
+    own_cores = replace(slow, shared_cores=None)
+    assert predict(job(HYBRID), PATCH, profile, own_cores, profiled,
+                   profiled_on=loopback).unmodelled_s == 0.0
+    # a profile faster than its simulation takes time off, never below the step's compute
+    quick = replace(profiled, wall_s=(0.0,) * 4)
+    floor = predict(job(HYBRID), PATCH, profile, loopback, quick, profiled_on=loopback)
+    assert floor.step_s == pytest.approx(floor.compute_s)
+
+
 def test_a_scheme_profile_of_another_worker_count_is_refused() -> None:
     profile = profile_with(1e-4, 2e-4, [32])
     with pytest.raises(ValueError, match="scheme profile has 3 workers"):
