@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import subprocess
@@ -92,6 +93,29 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         stop(server)
         os.environ.clear()
         os.environ.update(saved)
+
+
+@functools.cache
+def _empty_mlflow_store() -> Path:
+    """An MLflow SQLite store whose schema exists, made once per test process."""
+    import mlflow
+
+    folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    store = folder / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{store}").search_experiments()  # runs the migrations
+    return store
+
+
+def seed_mlflow_store(folder: Path) -> None:
+    """Give ``folder`` an empty MLflow store (``mlflow.db``) whose schema already exists.
+
+    A new SQLite store costs 3-4 s of schema migrations (alembic) on this machine, a copy
+    nothing. For tests whose subject is not a new store; the end-to-end tests keep making theirs
+    as a user's first run does.
+    """
+    if not (folder / "mlflow.db").exists():  # never over a store with runs
+        shutil.copy2(_empty_mlflow_store(), folder / "mlflow.db")
 
 
 def run_stage(module: str, *args: str, cwd: Path, timeout: float = 120

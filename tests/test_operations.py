@@ -24,7 +24,7 @@ from pipeline.runtime import project_lock
 from pipeline.training.barrier import WORKER_NAME
 from pipeline.training.trainer import train_model
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, seed_mlflow_store
 from .training.test_failures import torch_workers, wait_gone
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]  # stage commands
@@ -39,6 +39,7 @@ def stage(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
 def start_training(prepared_dir: Path, project: Path, **train: object) -> subprocess.Popen[str]:
     """The data_parallel training stage, for 500 epochs (it is stopped long before), in
     ``project`` with these ``train`` settings."""
+    seed_mlflow_store(project)
     params = project / "params.yaml"
     params.write_text(yaml.safe_dump({"train": {"epochs": 500, "batch_size": 16,
                                                 "compare": ["data_parallel"], **train}}))

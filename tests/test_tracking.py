@@ -24,9 +24,12 @@ from pipeline.tracking import (
 )
 from pipeline.training.job import TrainResult
 
+from .conftest import seed_mlflow_store
+
 
 @pytest.fixture
 def params(tmp_path: Path) -> Params:
+    seed_mlflow_store(tmp_path)  # its schema made once: these tests are about the runs
     tracking = TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     return Params(tracking=tracking)
 

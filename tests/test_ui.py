@@ -31,6 +31,8 @@ from pipeline.ui import (
     ui_command,
 )
 
+from .conftest import seed_mlflow_store
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed "
@@ -40,6 +42,7 @@ pytestmark = [pytest.mark.slow,
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("ui-store")
+    seed_mlflow_store(root)
     params = Params(tracking=TrackingParams(uri=f"sqlite:///{root / 'mlflow.db'}"),
                     train=TrainParams(timeline_interval_s=0))
     parent = open_pipeline_run(params, "data-hash")

@@ -31,6 +31,7 @@ from pipeline.training.job import ParallelSettings
 from pipeline.training.trainer import make_job
 from pipeline.training.worker import train_worker
 
+from ..conftest import seed_mlflow_store
 from .rasters import scene_params, write_tif
 
 PREPARE = PrepareParams(patch_size=5, stride=2, block_size=16, seed=3, window_size=32)
@@ -191,6 +192,7 @@ def test_the_mlflow_dataset_input_lists_the_scenes(prepared: Path, tmp_path: Pat
     from pipeline.config import TrackingParams
     from pipeline.tracking import log_dataset, training_run
 
+    seed_mlflow_store(tmp_path)
     params = Params(tracking=TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     fingerprint = PreparedDataset.open(prepared).fingerprint or ""
     with training_run(params) as run:

@@ -26,6 +26,8 @@ from pipeline.training import ParallelSettings, TrainJob, TrainResult, fit, worl
 from pipeline.training.strategies import build_model
 from pipeline.training.worker import train_worker
 
+from ..conftest import seed_mlflow_store
+
 pytestmark = pytest.mark.slow
 
 STEPS = 2
@@ -269,6 +271,7 @@ def test_every_worker_has_a_resource_timeline_in_its_mlflow_run(
                 counted = sum(s[f"payload_{direction}_bytes_per_s"] * s["dt_s"] for s in samples)
                 assert counted == pytest.approx(worker[f"payload_bytes_{direction}"], rel=1e-6)
     result = trained["data_parallel"]
+    seed_mlflow_store(tmp_path)
     params = Params(tracking=TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     with training_run(params) as run:
         log_timelines(result.timelines)

@@ -14,6 +14,8 @@ from pipeline.training.comm import Comm
 from pipeline.training.timeline import TimelineSampler, timeline_metrics
 from pipeline.training.wire import WireMeter
 
+from ..conftest import seed_mlflow_store
+
 
 def test_wire_rates_add_up_to_the_bytes_a_link_carried() -> None:
     sampler = TimelineSampler(Comm(), WireMeter({"process_group": "lo"}), interval_s=1.0)
@@ -60,6 +62,7 @@ def test_stop_takes_a_last_sample(interval: float) -> None:
 
 
 def test_timelines_are_metrics_of_the_run_with_steps_and_timestamps(tmp_path: Path) -> None:
+    seed_mlflow_store(tmp_path)
     params = Params(tracking=TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     timelines = {rank: [{"time": 100.0 + i, "dt_s": 1.0, "cpu_percent": 10.0 * (i + rank),
                          "rss_mb": 300.0, "payload_sent_bytes_per_s": 5.0,
