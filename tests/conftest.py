@@ -20,6 +20,8 @@ def _session_dir(variable: str, prefix: str) -> None:
         atexit.register(shutil.rmtree, os.environ[variable], ignore_errors=True)
 
 
+if "PYTEST_XDIST_WORKER" in os.environ:  # each worker its own Prefect home: not one database
+    os.environ.pop("PREFECT_HOME", None)  # for two workers' temporary servers (the Makefile's)
 _session_dir("PREFECT_HOME", "prefect-home-")
 # the cost model's profiles and latency probe: measured once per test session, not in ~/.cache
 _session_dir("LANDCOVER_CACHE_DIR", "landcover-cache-")
