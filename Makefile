@@ -36,8 +36,8 @@ run: install ## run the whole pipeline on the embedded data (dvc repro), then pr
 	python -m flows.with_prefect_server dvc repro
 	python -m pipeline.report
 
-test: install ## the whole test suite, slow end-to-end cases included
-	python -m pytest --durations=25
+test: install ## the whole test suite, slow end-to-end cases included, on two workers (one file each)
+	python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 test-fast: install ## the tests that start no Spark, Prefect or DVC pipeline
 	python -m pytest -m 'not slow'

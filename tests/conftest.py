@@ -21,6 +21,8 @@ def _session_dir(variable: str, prefix: str) -> None:
         atexit.register(shutil.rmtree, os.environ[variable], ignore_errors=True)
 
 
+if "PYTEST_XDIST_WORKER" in os.environ:  # each worker its own Prefect home: not one database
+    os.environ.pop("PREFECT_HOME", None)  # for two workers' temporary servers (the Makefile's)
 _session_dir("PREFECT_HOME", "prefect-home-")
 # the cost model's profiles and latency probe: measured once per test session, not in ~/.cache
 _session_dir("LANDCOVER_CACHE_DIR", "landcover-cache-")
@@ -38,6 +40,26 @@ from pipeline.data.prepare import prepare_dataset  # noqa: E402
 from pipeline.data.synthetic import write_synthetic_scene  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# The longest modules first (minutes on a 2-core machine), so that under `make test`'s two
+# workers (`--dist loadfile --no-loadscope-reorder`: whole files, in collection order) the long
+# ones start at once and the short ones fill in behind them; each file stays in one worker.
+SLOWEST_FIRST = ["test_pipeline_e2e.py", "test_emulated_network.py", "test_operations.py",
+                 "test_cluster.py", "training/test_schemes.py", "test_stage_host.py",
+                 "plan/test_plan_cli.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the slowest files first (stable: a file keeps its tests' order)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    tests = PROJECT_ROOT / "tests"
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.relative_to(tests).as_posix() if item.path.is_relative_to(tests) else ""
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)
 
 SMALL_SCENE = SyntheticSceneParams(seed=7, height=96, width=96, region_scale_px=6.0)
 SMALL_PREPARE = PrepareParams(patch_size=7, stride=3, block_size=16, seed=1)

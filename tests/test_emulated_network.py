@@ -108,27 +108,31 @@ def bulk_goodput(network: EmulatedNetwork, megabytes: int) -> float:
     return measured["bytes"] * 8 / measured["seconds"]
 
 
-@pytest.fixture(scope="module")
-def unshaped_goodput(network: EmulatedNetwork) -> float:
-    """What this machine moves through the veths and bridge when the shaper does not limit."""
-    network.set_rate("32gbit")
-    return bulk_goodput(network, 256)
-
-
 @pytest.mark.parametrize("rate", ["100mbit", "1gbit"])
 def test_a_bulk_transfer_between_two_workers_runs_at_the_link_rate(
-        network: EmulatedNetwork, unshaped_goodput: float, rate: str) -> None:
-    network.set_rate(rate)
+        network: EmulatedNetwork, rate: str) -> None:
     megabytes = max(8, parse_rate(rate) * 2 // 8 // (1 << 20))  # about 2 s at the rate
-    goodput = bulk_goodput(network, megabytes)
+    # what this machine moves through the veths and bridge when the shaper does not limit,
+    # measured right before the shaped transfer, under the same load (another test worker, ...)
+    network.set_rate("32gbit")
+    unshaped_goodput = bulk_goodput(network, max(megabytes, 64))
+    network.set_rate(rate)
     # The payload rate: the link's rate less the headers of every segment (about 4.3 %); never
     # above it. A machine too slow to push the rate through its veths at all (the unshaped
     # figure) cannot reach it: then the rate must still cap the transfer, and the test says so.
-    assert goodput <= 1.1 * parse_rate(rate), goodput / 1e6
+    # On a busy machine a stalled sender loses the shaper's time for good (its bucket holds
+    # ~no burst), so up to three transfers are made: every one capped, the best at the rate.
+    measured: list[float] = []
+    for _ in range(3):
+        measured.append(bulk_goodput(network, megabytes))
+        assert measured[-1] <= 1.1 * parse_rate(rate), measured[-1] / 1e6
+        if measured[-1] >= 0.9 * parse_rate(rate):
+            break
+    goodput = max(measured)
     if unshaped_goodput < 3 * parse_rate(rate):
         pytest.skip(f"this machine moves {unshaped_goodput / 1e6:,.0f} Mbit/s unshaped, too "
                     f"little to hold {rate} (measured {goodput / 1e6:,.0f} Mbit/s, capped)")
-    assert goodput >= 0.9 * parse_rate(rate), goodput / 1e6
+    assert goodput >= 0.9 * parse_rate(rate), [g / 1e6 for g in measured]
 
 
 # ---- training on a standalone cluster whose four workers sit behind 1 Gbit/s links
@@ -238,20 +242,22 @@ def test_a_cluster_that_fails_to_start_leaves_nothing_behind(tmp_path: Path) -> 
 
 
 def test_an_interrupted_cluster_up_leaves_nothing_behind(tmp_path: Path) -> None:
-    before = set(leftovers())
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cluster", "up", "--net", "100mbit", "--workers", "2",
          "--state-dir", str(tmp_path), "--port", "0"], cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
+    state: dict = {}
     while time.monotonic() < deadline:  # until the network is up and a daemon is starting
-        state = tmp_path / STATE_FILE
-        if state.exists() and json.loads(state.read_text())["pids"]:
-            break
+        if (tmp_path / STATE_FILE).exists():
+            state = json.loads((tmp_path / STATE_FILE).read_text())
+            if state["pids"]:
+                break
         time.sleep(0.1)
-    assert set(leftovers()) - before, "the network was never built"
+    name = state["network"]["name"]  # this cluster's objects only: other tests may build some
+    assert [x for x in leftovers() if name in x], "the network was never built"
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=60)[0]
     assert process.returncode != 0, output
-    assert set(leftovers()) <= before
+    assert not [x for x in leftovers() if name in x]
     assert not cluster_processes(tmp_path)
