@@ -51,16 +51,19 @@ def table(planned: Plan, rate: str | None) -> str:
         f"{setting.latency_s * 1e6:,.0f} us per message ({setting.latency_source}), {cores}, "
         f"{setting.threads_per_worker} thread(s) per worker, {budget}.",
         "All figures modelled: "
-        + ("each scheme's compute as its strategy measured on local processes of this machine."
-           if planned.schemes else "a per-unit compute profile measured on this machine."), "",
+        + ("each scheme's compute as its strategy measured on local processes of this machine; "
+           "'unmodelled ms' (in the step) is what those processes' step took beyond the model's "
+           "simulation of them, measured." if planned.schemes
+           else "a per-unit compute profile measured on this machine."), "",
         f"{'':3}{'scheme':18}{'workers':>8}{'step ms':>10}{'samples/s':>11}{'compute ms':>12}"
-        f"{'waiting ms':>12}{'payload B/w/step':>18}{'wire B/w/step':>15}{'params MB/w':>13}"
-        f"{'memory MB/w':>13}  fits",
+        f"{'waiting ms':>12}{'unmodelled ms':>15}{'payload B/w/step':>18}{'wire B/w/step':>15}"
+        f"{'params MB/w':>13}{'memory MB/w':>13}  fits",
     ]
     for rank, p in enumerate(choice.ranking, 1):
         lines.append(
             f"{rank:<3}{p.scheme:18}{p.workers:>8}{p.step_s * 1e3:>10,.1f}"
             f"{p.samples_per_s:>11,.0f}{p.compute_s * 1e3:>12,.1f}{p.waiting_s * 1e3:>12,.1f}"
+            f"{p.unmodelled_s * 1e3:>15,.1f}"
             f"{p.payload_bytes_sent_per_worker:>18,.0f}{p.wire_bytes_sent_per_worker:>15,.0f}"
             f"{p.max_worker_param_bytes / 1e6:>13,.2f}{p.max_worker_memory_bytes / 1e6:>13,.1f}"
             f"  {'yes' if choice.fits[p.scheme] else 'NO'}")

@@ -38,14 +38,15 @@ class Prediction:
     batch_size: int
     step_s: float
     compute_s: float  # the busiest worker's compute
-    waiting_s: float  # the rest of that worker's step: communication, waiting on peers/cores
+    waiting_s: float  # the rest of its simulated step: communication, waiting on peers/cores
     payload_bytes_sent_per_worker: float  # the busiest sender's
     wire_bytes_sent_per_worker: float
     max_worker_param_bytes: float
     max_worker_memory_bytes: float
     payload_bytes_sent_by_worker: tuple[float, ...] = ()  # per step, in rank order
     param_bytes_by_worker: tuple[float, ...] = ()
-    # in ``step_s``: what the scheme profile's measured step held beyond its own simulation
+    # the rest of ``step_s`` (measured): what the scheme profile's step held beyond its own
+    # simulation, counted with compute (the cores' sharing), not with waiting
     unmodelled_s: float = 0.0
 
     @property
@@ -117,7 +118,7 @@ def predict(job: TrainJob, patch_size: int, profile: ComputeProfile, network: Ne
     memory = memory_per_worker(built, profile)
     return Prediction(
         scheme=job.parallel.scheme, workers=len(traces), batch_size=job.batch_size,
-        step_s=step, compute_s=compute, waiting_s=max(step - compute, 0.0),
+        step_s=step, compute_s=compute, waiting_s=max(step_times[busiest] - compute, 0.0),
         payload_bytes_sent_per_worker=sent, wire_bytes_sent_per_worker=wire_bytes(sent),
         max_worker_param_bytes=float(max(memory["param_bytes"])),
         max_worker_memory_bytes=float(max(memory["total_bytes"])),
