@@ -41,7 +41,7 @@ from pipeline.data.dataset import PatchSplit
 from pipeline.io import write_json
 from pipeline.model import ModelConfig
 from pipeline.objective import MULTI_LABEL
-from pipeline.plan.machine_probe import MachineProbe
+from pipeline.plan.machine_probe import MachineProbe, _free_port, _spawn
 from pipeline.plan.profile import default_cache_dir, machine_id
 from pipeline.plan.simulate import Network
 from pipeline.training.job import TrainJob
@@ -84,15 +84,15 @@ class SchemeProfile:
                    version=int(data["version"]))
 
 
-def profiled_on(probe: MachineProbe, cores: int | None = None) -> Network:
-    """The network scheme profiles run on: local processes on loopback sharing ``cores``.
+def profiled_on(probe: MachineProbe) -> Network:
+    """The network scheme profiles run on: local processes on loopback sharing this machine's cores.
 
     ``probe``: this machine's message probe between two local processes (latency, bulk rates,
-    the scheduler's time slice); ``cores``: default, this machine's.
+    the scheduler's time slice).
     """
     return Network(rate_bytes_s=None, latency_s=probe.latency_s,
                    copy_bytes_s=probe.copy_bytes_s, duplex_bytes_s=probe.duplex_bytes_s,
-                   shared_cores=cores or os.cpu_count() or 1, time_slice_s=probe.time_slice_s)
+                   shared_cores=os.cpu_count() or 1, time_slice_s=probe.time_slice_s)
 
 
 def random_split(config: ModelConfig, patch_size: int, size: int) -> PatchSplit:
@@ -162,8 +162,6 @@ def _worker(rank: int, jobs: list[TrainJob], ports: list[int], patch_size: int,
 
 def measure_many(jobs: list[TrainJob], patch_size: int) -> list[SchemeProfile]:
     """Measure every job of ``jobs``, one after another, in one set of local processes."""
-    from pipeline.plan.machine_probe import _free_port, _spawn
-
     if not jobs:
         return []
     processes = max(world_size(j) for j in jobs)
