@@ -59,7 +59,7 @@ def plan(params: Params, prepared: Path, schemes: list[str] | None = None,
         params = params.model_copy(update={"train": params.train.model_copy(
             update={"batch_size": batch_size})})
     config, patch, source = inputs.model_config(params, prepared)
-    jobs = inputs.jobs(params, config, list(schemes or ALL_SCHEMES))
+    jobs = inputs.jobs(params, config, list(schemes or ALL_SCHEMES), str(prepared))
     threads = next(iter(jobs.values())).threads_per_worker
     sizes = set().union(*(batch_sizes(j) for j in jobs.values()))
     probe = machine_probe.load_or_measure(cache_dir)

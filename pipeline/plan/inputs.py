@@ -89,10 +89,11 @@ def model_config(params: Params, prepared: Path) -> tuple[ModelConfig, int, str]
             "the embedded scene (not prepared yet)")
 
 
-def jobs(params: Params, config: ModelConfig, schemes: list[str]) -> dict[str, TrainJob]:
-    """The job each scheme would train, as the train stage would build it."""
+def jobs(params: Params, config: ModelConfig, schemes: list[str],
+         data_dir: str = "") -> dict[str, TrainJob]:
+    """The job each scheme would train on ``data_dir``, as the train stage would build it."""
     train = params.train
-    return {scheme: TrainJob(data_dir="", model=config, batch_size=train.batch_size,
+    return {scheme: TrainJob(data_dir=data_dir, model=config, batch_size=train.batch_size,
                              epochs=train.epochs, learning_rate=train.learning_rate,
                              momentum=train.momentum, seed=train.seed,
                              parallel=parallel_settings(train, scheme),

@@ -5,9 +5,17 @@ more than the sum of their units (autograd across the cut, the copies of what cr
 another worker, DDP's hooks, the optimiser over their share) and, sharing this machine's cores,
 slow each other down through its caches. So the scheme itself is run: as many local processes as
 the scheme has workers form a gloo process group, each builds the scheme's
-:class:`~pipeline.training.strategies.Strategy` and trains a few steps on random inputs of the
-job's shapes, with a barrier before every step. Per worker, the median over the measured steps
-of:
+:class:`~pipeline.training.strategies.Strategy` and trains a few steps as the training loop
+does: one barrier to start together, then step after step (a barrier before every step measured
+each step from a standstill, which the runs never see: the `tiny` model's `data_parallel` step
+at 6.5-6.9 ms instead of the runs' 4.3 ms, on 2 cores). Where the job names a prepared dataset
+(``data_dir``), the steps draw their batches from it as a run does (the store read batch by
+batch, the run's first epoch's batches): cutting each micro-batch out of the store is part of a
+run's step (on 2 cores, 1.0 ms of the 10 ms the first stage of ``pipeline_parallel`` spends per
+step on the ``tiny`` model, against 0.2 ms to index random tensors held in memory). Otherwise,
+random inputs of the job's shapes. After two warm-up steps, at least 12 steps and at least
+half a second of them are measured (every worker the same count). Per worker, the median over
+the measured steps of:
 
 - ``cpu_s``: the training thread's CPU time per step (``time.thread_time`` around the step);
 - ``process_cpu_s``: the process's CPU time per step, with gloo's threads (they copy every
@@ -24,11 +32,14 @@ configuration, scheme settings, batch, patch, threads and machine.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -37,19 +48,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.data.dataset import PatchSplit
+from pipeline.data.dataset import PatchSplit, PreparedDataset, TrainingSplit
 from pipeline.io import write_json
 from pipeline.model import ModelConfig
 from pipeline.objective import MULTI_LABEL
 from pipeline.plan.machine_probe import MachineProbe, _free_port, _spawn
 from pipeline.plan.profile import default_cache_dir, machine_id
 from pipeline.plan.simulate import Network
+from pipeline.training.batches import epoch_batches
 from pipeline.training.job import TrainJob
 from pipeline.training.schemes import world_size
 
-SCHEME_PROFILE_VERSION = 2
+SCHEME_PROFILE_VERSION = 3  # 3: back-to-back steps, batches from the job's prepared dataset
 WARMUP_STEPS = 2  # left out: allocator, caches, DDP's bucket rebuild after its first step
-MEASURED_STEPS = 12  # 6 left the median wall of 20-40 ms steps moving by a fifth between runs
+MEASURED_STEPS = 12  # at least: 6 left the median wall of 20-40 ms steps moving by a fifth
+MEASURED_SECONDS = 0.5  # and at least this long: 12 steps of the `tiny` model's 4 ms
+# data_parallel step (50 ms in all) measured 6.3-7.6 ms per step at one grid rate, 4.1-4.8 ms
+# at the others (2026-12-03)
+MAX_MEASURED_STEPS = 400
 TIMEOUT_S = 900.0
 
 
@@ -106,17 +122,62 @@ def random_split(config: ModelConfig, patch_size: int, size: int) -> PatchSplit:
     return PatchSplit(inputs=inputs, labels=labels)
 
 
+def prepared_data(job: TrainJob) -> PreparedDataset | None:
+    """The prepared dataset ``job`` trains on, if its ``data_dir`` holds one."""
+    if job.data_dir and (Path(job.data_dir) / "manifest.json").is_file():
+        return PreparedDataset.open(job.data_dir)
+    return None
+
+
+def training_feed(job: TrainJob, input_modalities: list[str] | None, patch_size: int
+                  ) -> tuple[TrainingSplit, Iterator[np.ndarray]]:
+    """What the profile's steps draw from, and their global batches (as many as asked for).
+
+    The job's training split read from its store and the run's own batches (epoch after
+    epoch), where it has a prepared dataset; else ``job.batch_size`` random samples, the same
+    batch every step.
+    """
+    dataset = prepared_data(job)
+    if dataset is None:
+        return (random_split(job.model, patch_size, job.batch_size),
+                itertools.repeat(np.arange(job.batch_size)))
+    split = dataset.stream("train", input_modalities)
+    epochs = itertools.count()
+    return split, itertools.chain.from_iterable(
+        epoch_batches(len(split), job.batch_size, job.seed, epoch) for epoch in epochs)
+
+
+def measured_steps(step_s: float) -> int:
+    """How many steps to measure after a warm-up step of ``step_s``.
+
+    :data:`MEASURED_STEPS`, or enough for :data:`MEASURED_SECONDS` (at most
+    :data:`MAX_MEASURED_STEPS`).
+    """
+    enough = math.ceil(MEASURED_SECONDS / max(step_s, 1e-6))
+    return min(MAX_MEASURED_STEPS, max(MEASURED_STEPS, enough))
+
+
 def cache_key(job: TrainJob, patch_size: int) -> str:
-    """The name of a job's scheme profile (model, scheme settings, batch, patch, machine)."""
+    """The name of a job's scheme profile.
+
+    Keyed by model, scheme settings, batch, patch, threads, machine and where its batches come
+    from (random inputs, or a store of which layout).
+    """
+    dataset = prepared_data(job)
+    feed = "random" if dataset is None else str(dataset.manifest.get("layout", "patches"))
     blob = json.dumps({"model": job.model.to_dict(), "parallel": asdict(job.parallel),
                        "batch_size": job.batch_size, "patch_size": patch_size,
                        "threads": job.threads_per_worker, "machine": machine_id(),
-                       "version": SCHEME_PROFILE_VERSION}, sort_keys=True, default=str)
+                       "feed": feed, "version": SCHEME_PROFILE_VERSION},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _steps(job: TrainJob, rank: int, world: int, patch_size: int) -> tuple[float, float, float]:
-    """Train ``job``'s strategy on random data; medians of (thread CPU, process CPU, wall)."""
+Steps = tuple[float, float, float, int]  # medians of thread CPU, process CPU, wall; steps
+
+
+def _steps(job: TrainJob, rank: int, world: int, patch_size: int) -> Steps:
+    """Train ``job``'s strategy a few steps; the medians of the measured ones and their count."""
     import torch.distributed as dist
 
     from pipeline.training.comm import Comm
@@ -125,21 +186,27 @@ def _steps(job: TrainJob, rank: int, world: int, patch_size: int) -> tuple[float
     comm = Comm()
     try:
         strategy = STRATEGIES[job.parallel.scheme](job, rank, world, comm, patch_size=patch_size)
-        split = random_split(job.model, patch_size, job.batch_size)
-        batch = np.arange(job.batch_size)
-        cpu, process, wall = [], [], []
-        for _ in range(WARMUP_STEPS + MEASURED_STEPS):
-            dist.barrier()
-            t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
-            strategy.step(split, batch)
-            cpu.append(time.thread_time() - t0)
-            process.append(time.process_time() - p0)
-            wall.append(time.perf_counter() - w0)
+        split, batches = training_feed(job, strategy.input_modalities, patch_size)
+
+        def timed(count: int) -> tuple[list[float], list[float], list[float]]:
+            cpu, process, wall = [], [], []
+            for batch in itertools.islice(batches, count):
+                t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+                strategy.step(split, batch)
+                cpu.append(time.thread_time() - t0)
+                process.append(time.process_time() - p0)
+                wall.append(time.perf_counter() - w0)
+            return cpu, process, wall
+
+        dist.barrier()  # one start; then step after step, as the training loop runs them
+        steps = torch.tensor([measured_steps(min(timed(WARMUP_STEPS)[2]))])
+        dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # the same count on every worker
+        cpu, process, wall = timed(int(steps))
         dist.barrier()
     finally:
         comm.close()
-    return (statistics.median(cpu[WARMUP_STEPS:]), statistics.median(process[WARMUP_STEPS:]),
-            statistics.median(wall[WARMUP_STEPS:]))
+    return (statistics.median(cpu), statistics.median(process), statistics.median(wall),
+            int(steps))
 
 
 def _worker(rank: int, jobs: list[TrainJob], ports: list[int], patch_size: int,
@@ -169,7 +236,7 @@ def measure_many(jobs: list[TrainJob], patch_size: int) -> list[SchemeProfile]:
     barrier = multiprocessing.get_context("spawn").Barrier(processes)
     results = _spawn(_worker, [(r, jobs, ports, patch_size, barrier) for r in range(processes)],
                      results=sum(world_size(j) for j in jobs), timeout_s=TIMEOUT_S)
-    by_job: dict[int, dict[int, tuple[float, float, float]]] = {}
+    by_job: dict[int, dict[int, Steps]] = {}
     for index, rank, figures in results:
         by_job.setdefault(index, {})[rank] = figures
     out = []
@@ -178,7 +245,7 @@ def measure_many(jobs: list[TrainJob], patch_size: int) -> list[SchemeProfile]:
         out.append(SchemeProfile(machine=machine_id(), scheme=job.parallel.scheme,
                                  cpu_s=tuple(r[0] for r in ranks),
                                  process_cpu_s=tuple(r[1] for r in ranks),
-                                 wall_s=tuple(r[2] for r in ranks)))
+                                 wall_s=tuple(r[2] for r in ranks), steps=ranks[0][3]))
     return out
 
 

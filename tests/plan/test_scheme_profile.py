@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,37 @@ def test_the_cache_key_follows_model_scheme_settings_and_batch() -> None:
     keys = {scheme_profile.cache_key(j, PATCH) for j in others}
     assert key not in keys and len(keys) == len(others)
     assert scheme_profile.cache_key(base, PATCH + 2) != key
+
+
+def test_a_job_with_prepared_data_is_profiled_on_its_store_and_the_runs_batches(
+        prepared_dir: Path) -> None:
+    """A run cuts every batch out of the store (a millisecond of a first pipeline stage's ten):
+    the profile's steps do too, on the run's own batches, epoch after epoch."""
+    from pipeline.data.dataset import PreparedDataset, StreamingSplit
+    from pipeline.training.batches import epoch_batches
+
+    on_data = replace(job(DATA_PARALLEL, batch=16), data_dir=str(prepared_dir), seed=3)
+    samples = len(PreparedDataset.open(prepared_dir).stream("train"))
+    per_epoch = samples // 16
+    split, batches = scheme_profile.training_feed(on_data, ["optical"], PATCH)
+    assert isinstance(split, StreamingSplit) and list(split.mean) == ["optical"]
+    expected = epoch_batches(samples, 16, 3, 0) + epoch_batches(samples, 16, 3, 1)[:2]
+    taken = list(islice(batches, per_epoch + 2))
+    assert all((b == e).all() for b, e in zip(taken, expected, strict=True))
+    # without data: random inputs of the job's shapes, the same batch every step
+    split, batches = scheme_profile.training_feed(job(DATA_PARALLEL, batch=16), None, PATCH)
+    assert len(split.labels) == 16 and split.inputs["optical"].shape == (16, 4, PATCH, PATCH)
+    assert all((b == list(range(16))).all() for b in islice(batches, 3))
+    # the two are cached apart
+    assert scheme_profile.cache_key(on_data, PATCH) != scheme_profile.cache_key(
+        replace(on_data, data_dir=""), PATCH)
+
+
+def test_short_steps_are_measured_for_long_enough() -> None:
+    """A 4 ms step measured 12 times (50 ms in all) moved by half between two profiles."""
+    assert scheme_profile.measured_steps(0.100) == scheme_profile.MEASURED_STEPS
+    assert scheme_profile.measured_steps(0.004) * 0.004 >= scheme_profile.MEASURED_SECONDS
+    assert scheme_profile.measured_steps(1e-9) == scheme_profile.MAX_MEASURED_STEPS
 
 
 def test_schemes_are_measured_on_local_processes_once_then_read_from_the_cache(
