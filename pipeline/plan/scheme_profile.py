@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from pipeline.data.dataset import PatchSplit, PreparedDataset, TrainingSplit
+from pipeline.data.prepared_store import MANIFEST_FILE, PATCHES_LAYOUT
 from pipeline.io import write_json
 from pipeline.model import ModelConfig
 from pipeline.objective import MULTI_LABEL
@@ -65,7 +66,7 @@ MEASURED_STEPS = 12  # at least: 6 left the median wall of 20-40 ms steps moving
 MEASURED_SECONDS = 0.5  # and at least this long: 12 steps of the `tiny` model's 4 ms
 # data_parallel step (50 ms in all) measured 6.3-7.6 ms per step at one grid rate, 4.1-4.8 ms
 # at the others (2026-12-03)
-MAX_MEASURED_STEPS = 400
+MAX_MEASURED_STEPS = 400  # a bound on a step too short to time (a fraction of a millisecond)
 TIMEOUT_S = 900.0
 
 
@@ -124,14 +125,14 @@ def random_split(config: ModelConfig, patch_size: int, size: int) -> PatchSplit:
 
 def prepared_data(job: TrainJob) -> PreparedDataset | None:
     """The prepared dataset ``job`` trains on, if its ``data_dir`` holds one."""
-    if job.data_dir and (Path(job.data_dir) / "manifest.json").is_file():
+    if job.data_dir and (Path(job.data_dir) / MANIFEST_FILE).is_file():
         return PreparedDataset.open(job.data_dir)
     return None
 
 
 def training_feed(job: TrainJob, input_modalities: list[str] | None, patch_size: int
                   ) -> tuple[TrainingSplit, Iterator[np.ndarray]]:
-    """What the profile's steps draw from, and their global batches (as many as asked for).
+    """What the profile's steps draw from, and their global batches (endless: take what you need).
 
     The job's training split read from its store and the run's own batches (epoch after
     epoch), where it has a prepared dataset; else ``job.batch_size`` random samples, the same
@@ -164,7 +165,7 @@ def cache_key(job: TrainJob, patch_size: int) -> str:
     from (random inputs, or a store of which layout).
     """
     dataset = prepared_data(job)
-    feed = "random" if dataset is None else str(dataset.manifest.get("layout", "patches"))
+    feed = "random" if dataset is None else str(dataset.manifest.get("layout", PATCHES_LAYOUT))
     blob = json.dumps({"model": job.model.to_dict(), "parallel": asdict(job.parallel),
                        "batch_size": job.batch_size, "patch_size": patch_size,
                        "threads": job.threads_per_worker, "machine": machine_id(),
